@@ -1,7 +1,14 @@
 package proxywatch
 
 import (
+	"cmp"
+	"context"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // ConnID identifies one connection for the life of its Proxy. It is the goproxy
@@ -125,4 +132,265 @@ func MultiConnObserver(obs ...ConnObserver) ConnObserver {
 			}
 		}
 	})
+}
+
+// entry is one live connection in the registry. Its byte counters are the
+// only state the I/O path touches; everything else is guarded by registry.mu.
+type entry struct {
+	up, down atomic.Uint64
+
+	info  ConnInfo // ID, Parent, Method, Host, URL, Client, Start never change
+	ended bool
+
+	// How to really close it: the client connection (for MITM requests, the
+	// CONNECT's connection), the tunnel's upstream, the request's context.
+	client   *trackedConn
+	upstream net.Conn
+	cancel   context.CancelFunc
+
+	// Outcome, written by the I/O path, read when it ends.
+	rtErr    atomic.Pointer[errorBox] // the round trip failed
+	bodyErr  atomic.Pointer[errorBox] // the upstream body or tunnel failed mid-way
+	hasBody  atomic.Bool              // the response had a body to copy
+	bodyDone atomic.Bool              // ... and it was read to EOF
+
+	// Owned by the sampler (under registry.mu).
+	lastUp, lastDown uint64
+	lastAt           time.Time
+}
+
+func (e *entry) snapshot() ConnInfo {
+	c := e.info
+	if !e.ended {
+		c.Up, c.Down = e.up.Load(), e.down.Load()
+	}
+	return c
+}
+
+// kill closes what the entry holds open, so that the client sees an error and
+// the upstream side is released.
+func (e *entry) kill() {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	if e.upstream != nil {
+		_ = e.upstream.Close()
+	}
+	if e.client != nil {
+		_ = e.client.Close()
+	}
+}
+
+// registry is the live set, the closed history and the closed totals.
+type registry struct {
+	mu       sync.Mutex
+	live     map[ConnID]*entry
+	sessions map[int64]ConnID // live IDs by their low 16 bits, as goproxy prints them
+	history  []ConnInfo // ring of closed connections
+	histNext int
+	histLen  int
+
+	closedUp, closedDown uint64
+	opened, closed       uint64
+	changed              chan struct{} // closed and replaced when the live set shrinks
+}
+
+func (r *registry) init(historySize int) {
+	r.live = make(map[ConnID]*entry)
+	r.sessions = make(map[int64]ConnID)
+	if historySize > 0 {
+		r.history = make([]ConnInfo, historySize)
+	}
+	r.changed = make(chan struct{})
+}
+
+func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err error) (ConnInfo, bool) {
+	if e.ended {
+		return ConnInfo{}, false
+	}
+	e.ended = true
+	e.info.Up, e.info.Down = e.up.Load(), e.down.Load()
+	e.info.End = now
+	e.info.EndReason = reason
+	e.info.UpRate, e.info.DownRate = 0, 0
+	if err != nil {
+		e.info.Err = truncate(err.Error(), maxErrLen)
+	}
+	if r.live[e.info.ID] == e {
+		delete(r.live, e.info.ID)
+	}
+	if low := int64(e.info.ID) & 0xFFFF; r.sessions[low] == e.info.ID {
+		delete(r.sessions, low)
+	}
+	r.closedUp += e.info.Up
+	r.closedDown += e.info.Down
+	r.closed++
+	if len(r.history) > 0 {
+		r.history[r.histNext] = e.info
+		r.histNext = (r.histNext + 1) % len(r.history)
+		if r.histLen < len(r.history) {
+			r.histLen++
+		}
+	}
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return e.info, true
+}
+
+// totals returns the bytes of every connection, closed and live.
+func (r *registry) totalsLocked() (up, down uint64) {
+	up, down = r.closedUp, r.closedDown
+	for _, e := range r.live {
+		up += e.up.Load()
+		down += e.down.Load()
+	}
+	return up, down
+}
+
+func (r *registry) historyLocked() []ConnInfo {
+	out := make([]ConnInfo, 0, r.histLen)
+	start := r.histNext - r.histLen
+	if start < 0 {
+		start += len(r.history)
+	}
+	for i := 0; i < r.histLen; i++ {
+		out = append(out, r.history[(start+i)%len(r.history)])
+	}
+	return out
+}
+
+// maxErrLen bounds the error text kept with a closed connection.
+const maxErrLen = 512
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// Connections returns a snapshot of the live connections, sorted by ID.
+func (p *Proxy) Connections() []ConnInfo {
+	p.reg.mu.Lock()
+	out := make([]ConnInfo, 0, len(p.reg.live))
+	for _, e := range p.reg.live {
+		out = append(out, e.snapshot())
+	}
+	p.reg.mu.Unlock()
+	slices.SortFunc(out, func(a, b ConnInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Connection returns the live or recently closed connection with the given id.
+func (p *Proxy) Connection(id ConnID) (ConnInfo, bool) {
+	p.reg.mu.Lock()
+	defer p.reg.mu.Unlock()
+	if e, ok := p.reg.live[id]; ok {
+		return e.snapshot(), true
+	}
+	for i := 1; i <= p.reg.histLen; i++ {
+		j := (p.reg.histNext - i + len(p.reg.history)) % len(p.reg.history)
+		if p.reg.history[j].ID == id {
+			return p.reg.history[j], true
+		}
+	}
+	return ConnInfo{}, false
+}
+
+// History returns the most recently closed connections, oldest first, at most
+// Options.History of them.
+func (p *Proxy) History() []ConnInfo {
+	p.reg.mu.Lock()
+	defer p.reg.mu.Unlock()
+	return p.reg.historyLocked()
+}
+
+// CloseConnection closes the live connection id: the client sees an error, the
+// upstream side is released and the connection leaves the live set at once with
+// EndClosedByAPI. It reports what was closed, and false if id was not live.
+func (p *Proxy) CloseConnection(id ConnID) (ConnInfo, bool) {
+	closed := p.closeWhere(EndClosedByAPI, func(e *entry) bool { return e.info.ID == id })
+	if len(closed) == 0 {
+		return ConnInfo{}, false
+	}
+	return closed[0], true
+}
+
+// CloseConnections closes every live connection for which match returns true
+// (all of them when match is nil), as CloseConnection does, and returns what
+// it closed, sorted by ID.
+func (p *Proxy) CloseConnections(match func(ConnInfo) bool) []ConnInfo {
+	return p.closeWhere(EndClosedByAPI, func(e *entry) bool {
+		return match == nil || match(e.snapshot())
+	})
+}
+
+// CloseAll closes every live connection and returns what it closed.
+func (p *Proxy) CloseAll() []ConnInfo { return p.CloseConnections(nil) }
+
+// closeWhere ends the matching live entries with reason, then closes what they
+// hold open. The entries leave the live set before any socket is touched.
+func (p *Proxy) closeWhere(reason EndReason, match func(*entry) bool) []ConnInfo {
+	now := time.Now()
+	var victims []*entry
+	var infos []ConnInfo
+	p.reg.mu.Lock()
+	for _, e := range p.reg.live {
+		if match(e) {
+			victims = append(victims, e)
+		}
+	}
+	for _, e := range victims {
+		if info, ok := p.reg.finishLocked(e, now, reason, nil); ok {
+			infos = append(infos, info)
+			p.emitConn(ConnEvent{State: ConnClosed, Conn: info})
+		}
+	}
+	p.reg.mu.Unlock()
+	for _, e := range victims {
+		e.kill()
+	}
+	slices.SortFunc(infos, func(a, b ConnInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return infos
+}
+
+// open registers e and tells the observers. Events are queued under the
+// registry lock (queueing never blocks), so an observer always sees a
+// connection's opened event before its closed one.
+func (p *Proxy) open(e *entry) {
+	p.noteSession(e.info.ID)
+	p.reg.mu.Lock()
+	p.reg.live[e.info.ID] = e
+	p.reg.sessions[int64(e.info.ID)&0xFFFF] = e.info.ID
+	p.reg.opened++
+	p.emitConn(ConnEvent{State: ConnOpened, Conn: e.snapshot()})
+	p.reg.mu.Unlock()
+}
+
+// end finishes e with reason unless it already ended, and tells the observers.
+func (p *Proxy) end(e *entry, reason EndReason, err error) {
+	p.reg.mu.Lock()
+	if info, ok := p.reg.finishLocked(e, time.Now(), reason, err); ok {
+		p.emitConn(ConnEvent{State: ConnClosed, Conn: info})
+	}
+	p.reg.mu.Unlock()
+}
+
+func (p *Proxy) setProtocol(e *entry, proto Protocol) {
+	p.reg.mu.Lock()
+	if !e.ended {
+		e.info.Protocol = proto
+	}
+	p.reg.mu.Unlock()
+}
+
+func (p *Proxy) setStatus(e *entry, status int) {
+	p.reg.mu.Lock()
+	if !e.ended {
+		e.info.Status = status
+	}
+	p.reg.mu.Unlock()
 }

@@ -2,10 +2,14 @@ package proxywatch
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -66,12 +70,137 @@ type Options struct {
 // Proxy is a goproxy server whose traffic, connections and logs are observed.
 // Create it with New; all methods are safe for concurrent use.
 type Proxy struct {
-	gp *goproxy.ProxyHttpServer
+	gp   *goproxy.ProxyHttpServer
+	sink *logSink
+
+	sampleInterval time.Duration
+	idleTimeout    time.Duration
+	logLevel       slog.Leveler
+
+	reg     registry
+	tracker tracker
+	obs     observers
+
+	maxSession atomic.Int64 // highest goproxy session seen by a hook
+
+	mu       sync.Mutex // guards the fields below
+	srv      *http.Server
+	served   bool
+	stopped  bool
+	stopCh   chan struct{}
+	samplerW sync.WaitGroup
 }
 
+// Defaults for the zero Options.
+const (
+	defaultSampleInterval = time.Second
+	defaultIdleTimeout    = 5 * time.Minute
+	defaultHistory        = 1000
+	defaultObserverQueue  = 4096
+	defaultDialTimeout    = 30 * time.Second
+	// readHeaderTimeout bounds how long a client may take to send a request's
+	// headers (slowloris).
+	readHeaderTimeout = 30 * time.Second
+)
+
 // New returns a Proxy configured by opts (nil means all defaults). It starts no
-// goroutine; Serve or ListenAndServe does.
-func New(opts *Options) *Proxy { panic("unimplemented") }
+// goroutine; Serve, ListenAndServe and Observe start the sampler, and Close or
+// Shutdown stop it.
+func New(opts *Options) *Proxy {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	p := &Proxy{
+		gp:             o.GoProxy,
+		sampleInterval: o.SampleInterval,
+		idleTimeout:    o.IdleTimeout,
+		logLevel:       o.LogLevel,
+		stopCh:         make(chan struct{}),
+	}
+	if p.sampleInterval <= 0 {
+		p.sampleInterval = defaultSampleInterval
+	}
+	if p.idleTimeout == 0 {
+		p.idleTimeout = defaultIdleTimeout
+	}
+	if p.logLevel == nil {
+		p.logLevel = slog.LevelDebug
+	}
+	history := o.History
+	if history == 0 {
+		history = defaultHistory
+	}
+	p.reg.init(history)
+	p.obs.queue = o.ObserverQueue
+	if p.obs.queue <= 0 {
+		p.obs.queue = defaultObserverQueue
+	}
+	if o.Traffic != nil || o.Conns != nil || o.Logs != nil {
+		p.obs.add(newSubscriber(o.Traffic, o.Conns, o.Logs, p.obs.queue))
+	}
+
+	if p.gp == nil {
+		p.gp = goproxy.NewProxyHttpServer()
+		p.gp.Tr = defaultTransport(o.UpstreamCAs)
+	} else if len(o.UpstreamCAs) > 0 && p.gp.Tr != nil {
+		cfg := &tls.Config{}
+		if p.gp.Tr.TLSClientConfig != nil {
+			cfg = p.gp.Tr.TLSClientConfig.Clone()
+		}
+		if cfg.RootCAs == nil {
+			cfg.RootCAs = rootPool(o.UpstreamCAs)
+		}
+		p.gp.Tr.TLSClientConfig = cfg
+	}
+	p.sink = newLogSink(p.logLevel, p.resolveSession, p.emitLog)
+	// goproxy only formats INFO lines when Verbose is set; the sink filters by
+	// level before formatting anything, so keeping it on costs little.
+	p.gp.Verbose = true
+	p.gp.Logger = p.sink
+	p.wrapConnectDial()
+	p.gp.OnRequest().DoFunc(p.onRequest)
+	p.gp.OnRequest().HandleConnectFunc(p.onConnect)
+	p.gp.OnResponse().DoFunc(p.onResponse)
+	if o.MITM != nil {
+		p.gp.OnRequest().HandleConnect(o.MITM.connectHandler())
+	}
+	return p
+}
+
+// defaultTransport is goproxy's transport with the limits it lacks: dial and
+// handshake timeouts, and an idle pool large enough for a busy proxy (Go's
+// default keeps two idle connections per host, which caps a proxy's
+// throughput to one busy host).
+func defaultTransport(extraCAs []*x509.Certificate) *http.Transport {
+	d := &net.Dialer{Timeout: defaultDialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: rootPool(extraCAs)},
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// rootPool returns the system roots plus extra, or nil (the system roots) when
+// there are no extras.
+func rootPool(extra []*x509.Certificate) *x509.CertPool {
+	if len(extra) == 0 {
+		return nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, c := range extra {
+		pool.AddCert(c)
+	}
+	return pool
+}
 
 // GoProxy returns the observed goproxy server, so that the whole goproxy API
 // (OnRequest, OnResponse, HandleConnect, MITM actions) stays available. Set a
@@ -79,77 +208,135 @@ func New(opts *Options) *Proxy { panic("unimplemented") }
 // is not counted.
 func (p *Proxy) GoProxy() *goproxy.ProxyHttpServer { return p.gp }
 
-// WrapRoundTripper returns rt wrapped so that the request of ctx keeps being
-// counted. Use it when a handler of yours sets ctx.RoundTripper:
-//
-//	ctx.RoundTripper = p.WrapRoundTripper(ctx, myRT)
-func (p *Proxy) WrapRoundTripper(ctx *goproxy.ProxyCtx, rt goproxy.RoundTripper) goproxy.RoundTripper {
-	panic("unimplemented")
+// SlogHandler returns a slog.Handler that turns the embedding program's own
+// log records into LogRecords (Source "app") for the same observers.
+func (p *Proxy) SlogHandler() slog.Handler { return p.sink.handler() }
+
+// start starts the sampler and the observer goroutines once. It reports false
+// when the Proxy is already closed.
+func (p *Proxy) start() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return false
+	}
+	if !p.served {
+		p.served = true
+		p.obs.start()
+		p.samplerW.Add(1)
+		go func() {
+			defer p.samplerW.Done()
+			p.sampler(p.stopCh)
+		}()
+	}
+	return true
 }
 
 // Serve accepts proxy clients on l until Shutdown or Close, and returns
 // http.ErrServerClosed then. Serve may be called at most once.
-func (p *Proxy) Serve(l net.Listener) error { panic("unimplemented") }
+func (p *Proxy) Serve(l net.Listener) error {
+	if !p.start() {
+		_ = l.Close()
+		return http.ErrServerClosed
+	}
+	p.mu.Lock()
+	if p.srv != nil {
+		p.mu.Unlock()
+		return errors.New("proxywatch: Serve called twice")
+	}
+	idle := p.idleTimeout
+	if idle < 0 {
+		idle = 0
+	}
+	p.srv = &http.Server{
+		Handler:           p.gp,
+		ConnContext:       connContext,
+		ConnState:         p.connState,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idle,
+		ErrorLog:          p.sink.errorLog(),
+	}
+	srv := p.srv
+	p.mu.Unlock()
+	return srv.Serve(&listener{Listener: l, p: p})
+}
 
 // ListenAndServe listens on the TCP address addr and calls Serve.
-func (p *Proxy) ListenAndServe(addr string) error { panic("unimplemented") }
+func (p *Proxy) ListenAndServe(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return p.Serve(l)
+}
+
+func (p *Proxy) connState(c net.Conn, s http.ConnState) {
+	if s != http.StateHijacked {
+		return
+	}
+	if t, ok := c.(tracked); ok {
+		t.base().hijacked.Store(true)
+	}
+}
 
 // Shutdown stops accepting clients, closes idle keep-alive connections and
-// waits for live connections to end. When ctx is done first, it closes the
-// rest (EndShutdown) and returns ctx.Err(). Then it stops the sampler and the
-// observer goroutines.
-func (p *Proxy) Shutdown(ctx context.Context) error { panic("unimplemented") }
+// waits for live connections to end, tunnels and WebSockets included. When ctx
+// is done first, it closes the rest (EndShutdown) and returns ctx.Err(). Then
+// it stops the sampler and the observer goroutines.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	srv := p.srv
+	p.mu.Unlock()
+	var err error
+	if srv != nil {
+		err = srv.Shutdown(ctx)
+	}
+	for err == nil {
+		p.reg.mu.Lock()
+		n, changed := len(p.reg.live), p.reg.changed
+		p.reg.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	p.shutdownNow()
+	return err
+}
 
 // Close closes the listener and every client and upstream connection at once
 // (EndShutdown), then stops the sampler and observer goroutines. It is
 // idempotent.
-func (p *Proxy) Close() error { panic("unimplemented") }
-
-// Observe starts delivering events to o, which must implement at least one of
-// TrafficObserver, ConnObserver and LogObserver; each it implements is used.
-// The returned stop function removes o and waits until o is no longer called.
-func (p *Proxy) Observe(o any) (stop func()) { panic("unimplemented") }
-
-// Totals returns the bytes counted since New: up is client to upstream, down
-// upstream to client. It equals the sum over every connection, live and closed.
-func (p *Proxy) Totals() (up, down uint64) { panic("unimplemented") }
-
-// Stats is a snapshot of the Proxy's counters.
-type Stats struct {
-	Up, Down       uint64 // as Totals
-	Live           int    // connections in the live set
-	Opened, Closed uint64 // connections ever opened and closed
-	Logs           uint64 // log records accepted
-	Dropped        uint64 // observer events dropped because an observer did not keep up
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	srv := p.srv
+	p.mu.Unlock()
+	var err error
+	if srv != nil {
+		err = srv.Close()
+	}
+	p.shutdownNow()
+	return err
 }
 
-// Stats returns a snapshot of the Proxy's counters.
-func (p *Proxy) Stats() Stats { panic("unimplemented") }
-
-// Connections returns a snapshot of the live connections, sorted by ID.
-func (p *Proxy) Connections() []ConnInfo { panic("unimplemented") }
-
-// Connection returns the live or recently closed connection with the given id.
-func (p *Proxy) Connection(id ConnID) (ConnInfo, bool) { panic("unimplemented") }
-
-// History returns the most recently closed connections, oldest first, at most
-// Options.History of them.
-func (p *Proxy) History() []ConnInfo { panic("unimplemented") }
-
-// CloseConnection closes the live connection id: the client sees an error, the
-// upstream side is released and the connection leaves the live set at once with
-// EndClosedByAPI. It reports what was closed, and false if id was not live.
-func (p *Proxy) CloseConnection(id ConnID) (ConnInfo, bool) { panic("unimplemented") }
-
-// CloseConnections closes every live connection for which match returns true,
-// as CloseConnection does, and returns what it closed.
-func (p *Proxy) CloseConnections(match func(ConnInfo) bool) []ConnInfo { panic("unimplemented") }
-
-// CloseAll closes every live connection and returns what it closed.
-func (p *Proxy) CloseAll() []ConnInfo { return p.CloseConnections(nil) }
-
-// SlogHandler returns a slog.Handler that turns the embedding program's own
-// log records into LogRecords (Source "app") for the same observers.
-func (p *Proxy) SlogHandler() slog.Handler { panic("unimplemented") }
-
-var _ = http.ErrServerClosed
+// shutdownNow ends what is still live, closes every client connection, and
+// stops the goroutines the Proxy started.
+func (p *Proxy) shutdownNow() {
+	p.closeWhere(EndShutdown, func(*entry) bool { return true })
+	for _, c := range p.tracker.closeAll() {
+		_ = c.Close()
+	}
+	p.mu.Lock()
+	first := !p.stopped
+	p.stopped = true
+	p.mu.Unlock()
+	if first {
+		close(p.stopCh)
+		p.samplerW.Wait()
+		p.obs.stopAll()
+	}
+}

@@ -1,6 +1,12 @@
 package proxywatch
 
-import "time"
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
 
 // TrafficSample is what the sampler measured over one interval.
 type TrafficSample struct {
@@ -52,3 +58,224 @@ func MultiTrafficObserver(obs ...TrafficObserver) TrafficObserver {
 		}
 	})
 }
+
+// Totals returns the bytes counted since New: up is client to upstream, down
+// upstream to client. It equals the sum over every connection, live and closed,
+// by construction: it is that sum.
+func (p *Proxy) Totals() (up, down uint64) {
+	p.reg.mu.Lock()
+	defer p.reg.mu.Unlock()
+	return p.reg.totalsLocked()
+}
+
+// Stats is a snapshot of the Proxy's counters.
+type Stats struct {
+	Up, Down       uint64 // as Totals
+	Live           int    // connections in the live set
+	Opened, Closed uint64 // connections ever opened and closed
+	Logs           uint64 // log records accepted
+	Dropped        uint64 // observer events dropped because an observer did not keep up
+}
+
+// Stats returns a snapshot of the Proxy's counters.
+func (p *Proxy) Stats() Stats {
+	p.reg.mu.Lock()
+	up, down := p.reg.totalsLocked()
+	s := Stats{Up: up, Down: down, Live: len(p.reg.live), Opened: p.reg.opened, Closed: p.reg.closed}
+	p.reg.mu.Unlock()
+	s.Logs = p.sink.accepted()
+	s.Dropped = p.obs.dropped.Load()
+	return s
+}
+
+// sampler is the Proxy's one periodic goroutine: it computes per-connection
+// rates over the real elapsed interval, closes idle hijacked connections and
+// hands a TrafficSample to the traffic observers.
+func (p *Proxy) sampler(stop <-chan struct{}) {
+	t := time.NewTicker(p.sampleInterval)
+	defer t.Stop()
+	prev := time.Now()
+	prevUp, prevDown := p.Totals()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			now = time.Now() // the tick's time can be stale when the goroutine was late
+			s := p.sample(now)
+			s.Interval = now.Sub(prev)
+			s.Up, s.Down = s.UpTotal-prevUp, s.DownTotal-prevDown
+			prev, prevUp, prevDown = now, s.UpTotal, s.DownTotal
+			p.emitTraffic(s)
+			if p.idleTimeout > 0 {
+				p.closeIdle(now)
+			}
+		}
+	}
+}
+
+// sample updates every live entry's rates and returns the totals.
+func (p *Proxy) sample(now time.Time) TrafficSample {
+	p.reg.mu.Lock()
+	defer p.reg.mu.Unlock()
+	s := TrafficSample{Time: now, Live: len(p.reg.live)}
+	s.UpTotal, s.DownTotal = p.reg.closedUp, p.reg.closedDown
+	for _, e := range p.reg.live {
+		up, down := e.up.Load(), e.down.Load()
+		s.UpTotal += up
+		s.DownTotal += down
+		if !e.lastAt.IsZero() {
+			dt := now.Sub(e.lastAt)
+			e.info.UpRate = perSecond(up-e.lastUp, dt)
+			e.info.DownRate = perSecond(down-e.lastDown, dt)
+		} else if dt := now.Sub(e.info.Start); dt > 0 {
+			e.info.UpRate = perSecond(up, dt)
+			e.info.DownRate = perSecond(down, dt)
+		}
+		e.lastUp, e.lastDown, e.lastAt = up, down, now
+	}
+	return s
+}
+
+// closeIdle closes the hijacked client connections that moved no byte for the
+// idle timeout, ending their connections with EndIdleTimeout.
+func (p *Proxy) closeIdle(now time.Time) {
+	for _, c := range p.tracker.idle(now, p.idleTimeout) {
+		p.closeWhere(EndIdleTimeout, func(e *entry) bool { return e.client == c })
+		_ = c.Close()
+	}
+}
+
+// The counting wrappers below are the whole I/O path: each Read and Write does
+// one atomic add on its connection's counter. They never call an observer.
+
+// reqBody counts a request body as the upstream reads it (up).
+type reqBody struct {
+	io.ReadCloser
+	e *entry
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.e.up.Add(uint64(n))
+	}
+	return n, err
+}
+
+// respBody counts a response body as goproxy copies it to the client (down).
+// Closing it is idempotent: goproxy closes it twice in plain mode.
+type respBody struct {
+	io.ReadCloser
+	e    *entry
+	p    *Proxy
+	once sync.Once
+}
+
+func (b *respBody) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	if n > 0 {
+		b.e.down.Add(uint64(n))
+	}
+	if err != nil {
+		if isEOF(err) {
+			b.e.bodyDone.Store(true)
+		} else {
+			b.p.upstreamBroke(b.e, err)
+		}
+	}
+	return n, err
+}
+
+func (b *respBody) Close() error {
+	var err error
+	b.once.Do(func() { err = b.ReadCloser.Close() })
+	return err
+}
+
+// wsBody is the upstream side of a WebSocket after the 101: goproxy reads
+// from it (down) and writes the client's frames into it (up). It must keep
+// io.Writer, or goproxy refuses the upgrade.
+type wsBody struct {
+	io.ReadWriteCloser
+	e    *entry
+	once sync.Once
+}
+
+func (b *wsBody) Read(p []byte) (int, error) {
+	n, err := b.ReadWriteCloser.Read(p)
+	if n > 0 {
+		b.e.down.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (b *wsBody) Write(p []byte) (int, error) {
+	n, err := b.ReadWriteCloser.Write(p)
+	if n > 0 {
+		b.e.up.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (b *wsBody) Close() error {
+	var err error
+	b.once.Do(func() { err = b.ReadWriteCloser.Close() })
+	return err
+}
+
+// tunnelConn is a CONNECT tunnel's upstream connection: what is written to it
+// came from the client (up), what is read from it goes to the client (down).
+// Its first Close ends the tunnel; goproxy closes it after both directions
+// finished (or one failed), so its counts are final then.
+type tunnelConn struct {
+	net.Conn
+	e    *entry
+	p    *Proxy
+	once sync.Once
+	err  error
+}
+
+// tunnelTCPConn keeps CloseWrite and CloseRead, without which goproxy drops
+// the tunnel's half-close semantics.
+type tunnelTCPConn struct {
+	*tunnelConn
+	hc halfCloser
+}
+
+var _ halfCloser = (*tunnelTCPConn)(nil)
+
+func (c *tunnelTCPConn) CloseWrite() error { return c.hc.CloseWrite() }
+func (c *tunnelTCPConn) CloseRead() error  { return c.hc.CloseRead() }
+
+func (c *tunnelConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.e.down.Add(uint64(n))
+	}
+	if err != nil && !isEOF(err) {
+		c.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+	}
+	return n, err
+}
+
+func (c *tunnelConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.e.up.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (c *tunnelConn) Close() error {
+	c.once.Do(func() {
+		c.err = c.Conn.Close()
+		c.p.tunnelDone(c.e)
+	})
+	return c.err
+}
+
+// NetConn returns the wrapped connection.
+func (c *tunnelConn) NetConn() net.Conn { return c.Conn }
+
+func isEOF(err error) bool { return err == io.EOF || errors.Is(err, io.EOF) }

@@ -1,0 +1,219 @@
+package proxywatch
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// observers is the set of registered observers. Each observer gets its own
+// bounded queues and its own goroutine, so an observer that is slow or blocks
+// delays only itself: the proxy's goroutines never wait for it, and the events
+// it cannot take are dropped and counted.
+type observers struct {
+	mu      sync.Mutex
+	list    atomic.Pointer[[]*subscriber] // copy on write; read without a lock when emitting
+	started bool
+	closed  bool
+	queue   int
+	dropped atomic.Uint64 // all observers, all kinds
+}
+
+// subscriber is one registered observer with its queues and goroutine.
+type subscriber struct {
+	traffic TrafficObserver
+	conns   ConnObserver
+	logs    LogObserver
+
+	trafficQ chan TrafficSample
+	connQ    chan ConnEvent
+	logQ     chan LogRecord
+	missed   atomic.Uint64 // log records dropped since the last one queued
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	running  atomic.Bool
+}
+
+func (o *observers) add(s *subscriber) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	old := o.load()
+	next := make([]*subscriber, 0, len(old)+1)
+	next = append(append(next, old...), s)
+	o.list.Store(&next)
+	if o.started {
+		s.start()
+	}
+}
+
+func (o *observers) remove(s *subscriber) {
+	o.mu.Lock()
+	old := o.load()
+	next := make([]*subscriber, 0, len(old))
+	for _, x := range old {
+		if x != s {
+			next = append(next, x)
+		}
+	}
+	o.list.Store(&next)
+	o.mu.Unlock()
+	s.halt()
+}
+
+func (o *observers) load() []*subscriber {
+	if l := o.list.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// start starts the goroutines of the observers registered so far and of every
+// later one.
+func (o *observers) start() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.started = true
+	for _, s := range o.load() {
+		s.start()
+	}
+}
+
+// stopAll stops every observer goroutine and waits for them. Events still
+// queued are delivered first.
+func (o *observers) stopAll() {
+	o.mu.Lock()
+	o.closed = true
+	list := o.load()
+	o.list.Store(nil)
+	o.mu.Unlock()
+	for _, s := range list {
+		s.halt()
+	}
+}
+
+func newSubscriber(t TrafficObserver, c ConnObserver, l LogObserver, queue int) *subscriber {
+	s := &subscriber{traffic: t, conns: c, logs: l, stop: make(chan struct{}), done: make(chan struct{})}
+	if t != nil {
+		s.trafficQ = make(chan TrafficSample, 64)
+	}
+	if c != nil {
+		s.connQ = make(chan ConnEvent, queue)
+	}
+	if l != nil {
+		s.logQ = make(chan LogRecord, queue)
+	}
+	return s
+}
+
+func (s *subscriber) start() {
+	if s.running.CompareAndSwap(false, true) {
+		go s.run()
+	}
+}
+
+// halt stops the goroutine after it delivered what is queued, and waits.
+func (s *subscriber) halt() {
+	s.stopOnce.Do(func() { close(s.stop) })
+	if s.running.Load() {
+		<-s.done
+	}
+}
+
+func (s *subscriber) run() {
+	defer close(s.done)
+	for {
+		select {
+		case t := <-s.trafficQ:
+			s.traffic.ObserveTraffic(t)
+		case e := <-s.connQ:
+			s.conns.ObserveConn(e)
+		case r := <-s.logQ:
+			s.logs.ObserveLog(r)
+		case <-s.stop:
+			s.drain()
+			return
+		}
+	}
+}
+
+func (s *subscriber) drain() {
+	for {
+		select {
+		case t := <-s.trafficQ:
+			s.traffic.ObserveTraffic(t)
+		case e := <-s.connQ:
+			s.conns.ObserveConn(e)
+		case r := <-s.logQ:
+			s.logs.ObserveLog(r)
+		default:
+			return
+		}
+	}
+}
+
+// Observe starts delivering events to o, which must implement at least one of
+// TrafficObserver, ConnObserver and LogObserver; each it implements is used.
+// o gets its own goroutine and queues (see the package documentation,
+// # Observers). The returned stop function removes o, delivers what was queued
+// for it and waits until o is no longer called; it is idempotent. Observe
+// panics if o implements none of the three interfaces.
+func (p *Proxy) Observe(o any) (stop func()) {
+	t, _ := o.(TrafficObserver)
+	c, _ := o.(ConnObserver)
+	l, _ := o.(LogObserver)
+	if t == nil && c == nil && l == nil {
+		panic("proxywatch: Observe of a value that implements no observer interface")
+	}
+	s := newSubscriber(t, c, l, p.obs.queue)
+	if !p.start() {
+		return func() {} // closed: nothing will ever be delivered
+	}
+	p.obs.add(s)
+	var once sync.Once
+	return func() { once.Do(func() { p.obs.remove(s) }) }
+}
+
+func (p *Proxy) emitTraffic(t TrafficSample) {
+	for _, s := range p.obs.load() {
+		if s.trafficQ == nil {
+			continue
+		}
+		select {
+		case s.trafficQ <- t:
+		default:
+			p.obs.dropped.Add(1)
+		}
+	}
+}
+
+func (p *Proxy) emitConn(e ConnEvent) {
+	for _, s := range p.obs.load() {
+		if s.connQ == nil {
+			continue
+		}
+		select {
+		case s.connQ <- e:
+		default:
+			p.obs.dropped.Add(1)
+		}
+	}
+}
+
+func (p *Proxy) emitLog(r LogRecord) {
+	for _, s := range p.obs.load() {
+		if s.logQ == nil {
+			continue
+		}
+		r.Dropped = s.missed.Swap(0)
+		select {
+		case s.logQ <- r:
+		default:
+			s.missed.Add(r.Dropped + 1)
+			p.obs.dropped.Add(1)
+		}
+	}
+}

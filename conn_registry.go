@@ -186,7 +186,7 @@ type registry struct {
 	mu       sync.Mutex
 	live     map[ConnID]*entry
 	sessions map[int64]ConnID // live IDs by their low 16 bits, as goproxy prints them
-	history  []ConnInfo // ring of closed connections
+	history  []ConnInfo       // ring of closed connections
 	histNext int
 	histLen  int
 

@@ -2,6 +2,8 @@ package proxywatch
 
 import (
 	"context"
+	"errors"
+	"os"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -89,6 +91,11 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 func (c *trackedConn) noteErr(err error) {
 	if isEOF(err) {
 		c.eof.Store(true)
+		return
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// net/http aborts its background read with a past deadline before a
+		// hijack; deadlines are their owner's business, not a client failure.
 		return
 	}
 	c.failed.CompareAndSwap(nil, &errorBox{err})

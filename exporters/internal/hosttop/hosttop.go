@@ -78,11 +78,16 @@ func New(n int) *Table {
 // N returns the number of hosts that can have a label.
 func (t *Table) N() int { return t.n }
 
-// Add counts one ended connection to host with its final byte counts.
+// Add counts one ended connection to host with its final byte counts. An
+// empty host, and a host named "other", are always counted under Other.
 func (t *Table) Add(host string, up, down uint64) {
 	w := up + down
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if host == "" || host == Other {
+		t.other.add(up, down)
+		return
+	}
 
 	c := t.cands[host]
 	if c == nil {

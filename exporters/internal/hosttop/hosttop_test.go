@@ -166,6 +166,16 @@ func TestConcurrentAdd(t *testing.T) {
 	}
 }
 
+func TestReservedNamesGoToOther(t *testing.T) {
+	tb := hosttop.New(2)
+	tb.Add("", 1, 2)
+	tb.Add(hosttop.Other, 3, 4)
+	hosts, other := snapshot(t, tb)
+	if len(hosts) != 0 || other != (hosttop.Counts{Conns: 2, Up: 4, Down: 6}) {
+		t.Errorf("hosts = %+v, other = %+v; want no host and both in other", hosts, other)
+	}
+}
+
 func TestNewPanicsOnNonPositive(t *testing.T) {
 	defer func() {
 		if recover() == nil {

@@ -3,8 +3,8 @@ package proxywatch
 import (
 	"context"
 	"errors"
-	"os"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"

@@ -87,7 +87,8 @@ type Proxy struct {
 	srv      *http.Server
 	served   bool
 	stopped  bool
-	stopCh   chan struct{}
+	stopCh   chan struct{} // closed to stop the sampler
+	done     chan struct{} // closed when every goroutine stopped
 	samplerW sync.WaitGroup
 }
 
@@ -117,6 +118,7 @@ func New(opts *Options) *Proxy {
 		idleTimeout:    o.IdleTimeout,
 		logLevel:       o.LogLevel,
 		stopCh:         make(chan struct{}),
+		done:           make(chan struct{}),
 	}
 	if p.sampleInterval <= 0 {
 		p.sampleInterval = defaultSampleInterval
@@ -338,5 +340,7 @@ func (p *Proxy) shutdownNow() {
 		close(p.stopCh)
 		p.samplerW.Wait()
 		p.obs.stopAll()
+		close(p.done)
 	}
+	<-p.done // a concurrent Close returns only when the first one finished
 }

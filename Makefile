@@ -1,0 +1,53 @@
+# make test runs everything CI runs: formatting, vet, staticcheck, the Go tests
+# of every module with the race detector, and the dashboard's unit and browser
+# tests. It installs what it needs (npm ci; Debian's chromium when missing and
+# running as root).
+
+GO          ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+UI          := examples/dashboard/ui
+EXPORTERS   := exporters/prometheus exporters/otel
+
+.PHONY: test lint test-go test-exporters test-ui e2e ui ui-check bench soak
+
+test: lint test-go test-exporters test-ui e2e
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt'd: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	@for m in $(EXPORTERS); do (cd $$m && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
+
+test-go:
+	$(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
+
+test-exporters:
+	@for m in $(EXPORTERS); do (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
+
+$(UI)/node_modules/.package-lock.json: $(UI)/package-lock.json
+	cd $(UI) && npm ci --no-audit --no-fund
+
+# test-ui runs the store's unit tests and fails when the committed build in
+# dist/ is not what the sources build to.
+test-ui: $(UI)/node_modules/.package-lock.json ui-check
+	cd $(UI) && npm test
+
+ui-check: $(UI)/node_modules/.package-lock.json
+	./scripts/ui-stale.sh
+
+# e2e drives Debian's chromium against the real examples/dashboard program.
+e2e: $(UI)/node_modules/.package-lock.json
+	./scripts/ensure-chromium.sh
+	cd $(UI) && npm run e2e
+
+# ui rebuilds the embedded dashboard (commit the result).
+ui: $(UI)/node_modules/.package-lock.json
+	cd $(UI) && npm run build
+
+bench:
+	$(GO) run ./internal/bench
+
+soak:
+	$(GO) test -race -count=1 -timeout 30m -run 'Soak|Fault' -soak ./...

@@ -1,0 +1,556 @@
+package hub
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/proxywatch/proxywatch"
+)
+
+// Options configures a Hub. The zero value (or a nil *Options) is a working
+// configuration with a random secret; every field documents its default.
+type Options struct {
+	// Token is the secret a client must present, as ?token= or as
+	// "Authorization: Bearer". Empty means New generates a random 128-bit one
+	// (hex); read it with Hub.Token and hand it to the dashboard.
+	Token string
+
+	// AllowedOrigins lists the browser origins, besides the hub's own, that
+	// may open a socket, exactly as browsers send them, e.g.
+	// "http://localhost:5173" for a Vite dev server. A request whose Origin
+	// host equals its Host (same origin) and a request with no Origin header
+	// (not a browser) are always allowed; the origin "null" never is.
+	AllowedOrigins []string
+
+	// TrafficInterval is the period of traffic messages. Zero means one
+	// second.
+	TrafficInterval time.Duration
+
+	// ConnectionsInterval is the period of connections messages. Zero means
+	// two seconds.
+	ConnectionsInterval time.Duration
+
+	// LogBacklog is how many of the latest log records (of every level) are
+	// kept for replay on subscribe. Zero means 200; negative keeps none.
+	LogBacklog int
+
+	// SendQueue is how many messages may wait for each client. A client whose
+	// queue is full is closed with 1008 (policy violation): it can reconnect
+	// and resume. Zero means 256.
+	SendQueue int
+
+	// MaxMessageBytes is the largest client frame read; a larger one closes
+	// the socket with 1009 (message too big). Zero means 64 KiB.
+	MaxMessageBytes int64
+
+	// WriteWait bounds every write to a client. Zero means 10 seconds.
+	WriteWait time.Duration
+
+	// PongWait is how long a client may stay silent, pongs included, before
+	// it is considered gone; the hub pings every PongWait*9/10. Zero means
+	// 60 seconds.
+	PongWait time.Duration
+
+	// MaxClients is how many sockets may be open at once; further upgrade
+	// requests get 503. Zero means 64.
+	MaxClients int
+
+	// ErrorLog receives what goes wrong that a caller cannot see otherwise:
+	// clients dropped for being slow, unexpected socket errors. Nil means
+	// such errors are discarded.
+	ErrorLog *slog.Logger
+}
+
+// Defaults of Options.
+const (
+	defaultTrafficInterval     = time.Second
+	defaultConnectionsInterval = 2 * time.Second
+	defaultLogBacklog          = 200
+	defaultSendQueue           = 256
+	defaultMaxMessageBytes     = 64 << 10
+	defaultWriteWait           = 10 * time.Second
+	defaultPongWait            = 60 * time.Second
+	defaultMaxClients          = 64
+)
+
+// closeGrace is how long a closing socket waits for the peer's close frame
+// before the TCP connection is cut, and how long Close waits for clients to
+// take their 1001 before it cuts them.
+const closeGrace = time.Second
+
+// source is what the Hub needs of a *proxywatch.Proxy.
+type source interface {
+	Stats() proxywatch.Stats
+	Connections() []proxywatch.ConnInfo
+	History() []proxywatch.ConnInfo
+	CloseConnection(id proxywatch.ConnID) (proxywatch.ConnInfo, bool)
+	CloseConnections(match func(proxywatch.ConnInfo) bool) []proxywatch.ConnInfo
+	Observe(o any) (stop func())
+}
+
+var _ source = (*proxywatch.Proxy)(nil)
+
+// Hub serves the WebSocket push protocol (PROTOCOL.md) for one Proxy. Create
+// it with New, mount it with http.Handle, and Close it before or after the
+// Proxy. All methods are safe for concurrent use.
+type Hub struct {
+	src            source
+	token          string
+	tokenSum       [sha256.Size]byte
+	allowedOrigins []string
+	upgrader       websocket.Upgrader
+	log            *slog.Logger
+
+	trafficEvery, connsEvery time.Duration
+	backlog                  int
+	sendQueue                int
+	maxMessage               int64
+	writeWait, pongWait      time.Duration
+	maxClients               int
+
+	stopObserve func()
+	done        chan struct{} // closed by Close: the ticker goroutine returns
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
+
+	mu      sync.Mutex
+	clients map[*client]struct{} // subscribed sockets, until dropped
+	running map[*client]struct{} // sockets whose writer has not ended yet
+	pending int                  // upgrades in progress, counted against maxClients
+	closed  bool                 // set by Close
+	ring    logRing
+	lastSeq uint64 // seq of the newest log record seen; 0 before the first
+
+	// owned by the ticker goroutine
+	lastUp, lastDown uint64
+	lastTraffic      time.Time
+}
+
+// New returns a Hub that pushes p's traffic, connections and logs, and starts
+// its ticker goroutine; Close stops it. New registers the Hub with p.Observe,
+// so the Hub sees log records and connection events from now on; Close
+// removes it again.
+func New(p *proxywatch.Proxy, opts *Options) *Hub {
+	return newHub(p, opts)
+}
+
+func newHub(src source, opts *Options) *Hub {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	h := &Hub{
+		src:          src,
+		token:        o.Token,
+		log:          o.ErrorLog,
+		trafficEvery: orDefault(o.TrafficInterval, defaultTrafficInterval),
+		connsEvery:   orDefault(o.ConnectionsInterval, defaultConnectionsInterval),
+		backlog:      o.LogBacklog,
+		sendQueue:    orDefault(o.SendQueue, defaultSendQueue),
+		maxMessage:   orDefault(o.MaxMessageBytes, defaultMaxMessageBytes),
+		writeWait:    orDefault(o.WriteWait, defaultWriteWait),
+		pongWait:     orDefault(o.PongWait, defaultPongWait),
+		maxClients:   orDefault(o.MaxClients, defaultMaxClients),
+		done:         make(chan struct{}),
+		clients:      make(map[*client]struct{}),
+		running:      make(map[*client]struct{}),
+	}
+	if h.token == "" {
+		h.token = newToken()
+	}
+	h.tokenSum = sha256.Sum256([]byte(h.token))
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case h.backlog == 0:
+		h.backlog = defaultLogBacklog
+	case h.backlog < 0:
+		h.backlog = 0
+	}
+	h.ring.entries = make([]logEntry, h.backlog)
+	for _, origin := range o.AllowedOrigins {
+		h.allowedOrigins = append(h.allowedOrigins, strings.TrimSuffix(origin, "/"))
+	}
+	h.upgrader = websocket.Upgrader{
+		CheckOrigin: h.originAllowed, // checked before already; kept as a second lock
+	}
+
+	st := src.Stats()
+	h.lastUp, h.lastDown, h.lastTraffic = st.Up, st.Down, time.Now()
+	h.stopObserve = src.Observe(h)
+	h.wg.Add(1)
+	go h.tick()
+	return h
+}
+
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Token returns the secret clients must present: Options.Token, or the one New
+// generated.
+func (h *Hub) Token() string { return h.token }
+
+// Clients returns the number of sockets currently served.
+func (h *Hub) Clients() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}
+
+// ServeHTTP upgrades an authorized request to a WebSocket and serves the
+// protocol on it until the client leaves or the Hub is closed. A request
+// without the secret gets 401, one from a foreign origin 403, one beyond
+// MaxClients or after Close 503; none of them is upgraded.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="proxywatch"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if !h.originAllowed(r) {
+		http.Error(w, "forbidden origin", http.StatusForbidden)
+		return
+	}
+	h.mu.Lock()
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		http.Error(w, "hub closed", http.StatusServiceUnavailable)
+		return
+	case len(h.clients)+h.pending >= h.maxClients:
+		h.mu.Unlock()
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many clients", http.StatusServiceUnavailable)
+		return
+	}
+	h.pending++
+	h.mu.Unlock()
+
+	conn, err := h.upgrader.Upgrade(w, r, nil) // on error it has answered already
+	h.mu.Lock()
+	h.pending--
+	if err != nil {
+		h.mu.Unlock()
+		return
+	}
+	if h.closed {
+		h.mu.Unlock()
+		conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, "shutdown"), time.Now().Add(closeGrace))
+		conn.Close()
+		return
+	}
+	c := newClient(h, conn)
+	c.send <- outgoing{frame: h.helloFrameLocked()} // the queue is empty: never blocks
+	h.clients[c] = struct{}{}
+	h.running[c] = struct{}{}
+	h.wg.Add(2)
+	h.mu.Unlock()
+	go c.writePump()
+	go c.readPump()
+}
+
+// helloFrameLocked encodes hello; h.mu is held so that LogSeq is exact.
+func (h *Hub) helloFrameLocked() []byte {
+	return h.mustEncode(TypeHello, Hello{
+		Protocol: ProtocolVersion,
+		Server:   serverName,
+		Intervals: Intervals{
+			Traffic:     h.trafficEvery.Milliseconds(),
+			Connections: h.connsEvery.Milliseconds(),
+		},
+		Topics:          allTopics,
+		Actions:         allActions,
+		LogSeq:          h.lastSeq,
+		LogBacklog:      h.backlog,
+		MaxMessageBytes: h.maxMessage,
+	}, nil)
+}
+
+// Close closes every client with 1001 (going away), stops the ticker,
+// removes the Hub from its Proxy and waits for every goroutine the Hub
+// started; clients that do not take their close frame within a second are
+// cut. Later upgrade requests get 503. Close is idempotent and returns nil.
+func (h *Hub) Close() error {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		for c := range h.clients {
+			h.dropLocked(c, websocket.CloseGoingAway, "shutdown")
+		}
+		h.mu.Unlock()
+
+		close(h.done)
+		h.stopObserve()
+
+		done := make(chan struct{})
+		go func() {
+			h.wg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(2 * closeGrace):
+			h.mu.Lock()
+			for c := range h.running {
+				c.conn.NetConn().Close() // unblocks a writer stuck on a full TCP window
+			}
+			h.mu.Unlock()
+			<-done
+		}
+	})
+	return nil
+}
+
+// tick is the one goroutine that pushes traffic and connections.
+func (h *Hub) tick() {
+	defer h.wg.Done()
+	traffic := time.NewTicker(h.trafficEvery)
+	defer traffic.Stop()
+	conns := time.NewTicker(h.connsEvery)
+	defer conns.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-traffic.C:
+			h.pushTraffic()
+		case <-conns.C:
+			h.pushConnections()
+		}
+	}
+}
+
+// pushTraffic sends the bytes moved since the previous push, over the real
+// elapsed time. The totals are read even with nobody subscribed, so that the
+// first message after a subscribe covers one interval, not the hub's life.
+func (h *Hub) pushTraffic() {
+	st := h.src.Stats()
+	now := time.Now()
+	t := Traffic{
+		Up:        delta(st.Up, h.lastUp),
+		Down:      delta(st.Down, h.lastDown),
+		UpTotal:   st.Up,
+		DownTotal: st.Down,
+		Live:      st.Live,
+		Interval:  now.Sub(h.lastTraffic).Milliseconds(),
+	}
+	h.lastUp, h.lastDown, h.lastTraffic = st.Up, st.Down, now
+	if !h.subscribed(topicTraffic) {
+		return
+	}
+	h.broadcast(topicTraffic, h.mustEncode(TypeTraffic, t, nil))
+}
+
+func delta(now, before uint64) uint64 {
+	if now < before {
+		return 0
+	}
+	return now - before
+}
+
+// pushConnections sends the live set, encoded once for every subscriber. The
+// snapshot is not even taken when nobody is subscribed.
+func (h *Hub) pushConnections() {
+	if !h.subscribed(topicConnections) {
+		return
+	}
+	h.broadcast(topicConnections, h.connectionsFrame(h.src.Connections()))
+}
+
+// connectionsFrame encodes a connections message into a buffer sized for the
+// list, so that thousands of entries are built without regrowing.
+func (h *Hub) connectionsFrame(conns []proxywatch.ConnInfo) []byte {
+	return appendConnsFrame(make([]byte, 0, 64+len(conns)*connEntrySizeHint), TypeConnections, conns, nil)
+}
+
+// connEntrySizeHint is a typical encoded size of one connection entry.
+const connEntrySizeHint = 320
+
+func (h *Hub) subscribed(t topicSet) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if c.topics&t != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// broadcast queues frame for every client subscribed to t.
+func (h *Hub) broadcast(t topicSet, frame []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if c.topics&t != 0 {
+			h.enqueueLocked(c, outgoing{frame: frame})
+		}
+	}
+}
+
+// ObserveConn pushes e as an event message to the clients subscribed to
+// events. It implements proxywatch.ConnObserver; the Proxy calls it.
+func (h *Hub) ObserveConn(e proxywatch.ConnEvent) {
+	ev, ok := EventFromConn(e)
+	if !ok {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	var frame []byte
+	for c := range h.clients {
+		if c.topics&topicEvents == 0 {
+			continue
+		}
+		if frame == nil {
+			frame = h.mustEncode(TypeEvent, ev, nil)
+		}
+		h.enqueueLocked(c, outgoing{frame: frame})
+	}
+}
+
+// ObserveLog keeps r in the backlog and pushes it to the clients subscribed
+// to logs at r's level or below. Records the Hub missed (r.Dropped, or a gap
+// in r.Seq) are announced to every log subscriber with a logsDropped message
+// first. It implements proxywatch.LogObserver; the Proxy calls it. A record
+// without a Seq (0, or not above the last one) is numbered by the Hub.
+func (h *Hub) ObserveLog(r proxywatch.LogRecord) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	if r.Seq <= h.lastSeq {
+		r.Seq = h.lastSeq + 1 + r.Dropped
+	}
+	missed := r.Dropped // for the first record: earlier gaps predate the Hub
+	if h.lastSeq != 0 {
+		missed = r.Seq - h.lastSeq - 1
+	}
+	h.lastSeq = r.Seq
+	frame := h.mustEncode(TypeLog, LogFromRecord(r), nil)
+	if h.backlog > 0 {
+		h.ring.add(logEntry{seq: r.Seq, level: r.Level, frame: frame})
+	}
+
+	var droppedOnly, both [][]byte
+	if missed > 0 {
+		d := h.mustEncode(TypeLogsDropped, LogsDropped{Count: missed}, nil)
+		droppedOnly, both = [][]byte{d}, [][]byte{d, frame}
+	}
+	for c := range h.clients {
+		if c.topics&topicLogs == 0 {
+			continue
+		}
+		pass := r.Level >= c.level
+		switch {
+		case missed > 0 && pass:
+			h.enqueueLocked(c, outgoing{batch: both})
+		case missed > 0:
+			h.enqueueLocked(c, outgoing{batch: droppedOnly})
+		case pass:
+			h.enqueueLocked(c, outgoing{frame: frame})
+		}
+	}
+}
+
+// replayLocked appends to batch the backlog records at level or above that a
+// subscriber should get: all of them without since, those after since with
+// it. Every gap (records the Hub never had, or evicted from the backlog,
+// after since) becomes a logsDropped message at its place. A since above
+// the newest seq comes from an earlier server: it is treated as absent.
+func (h *Hub) replayLocked(batch [][]byte, level slog.Level, since *uint64) [][]byte {
+	var prev uint64
+	havePrev := since != nil && *since <= h.lastSeq
+	if havePrev {
+		prev = *since
+	}
+	gap := func(n uint64) {
+		batch = append(batch, h.mustEncode(TypeLogsDropped, LogsDropped{Count: n}, nil))
+	}
+	h.ring.each(func(e *logEntry) {
+		if havePrev {
+			if e.seq <= prev {
+				return
+			}
+			if e.seq > prev+1 {
+				gap(e.seq - prev - 1)
+			}
+		}
+		prev, havePrev = e.seq, true
+		if e.level >= level {
+			batch = append(batch, e.frame)
+		}
+	})
+	if havePrev && h.lastSeq > prev {
+		gap(h.lastSeq - prev)
+	}
+	return batch
+}
+
+// mustEncode encodes a server frame. The types encoded here cannot fail to
+// encode; if one ever does, the error is logged and an error frame sent.
+func (h *Hub) mustEncode(typ string, data any, ref json.RawMessage) []byte {
+	b, err := encodeFrame(typ, data, ref)
+	if err != nil {
+		h.log.Error("hub: encoding a message", "type", typ, "err", err)
+		b, _ = encodeFrame(TypeError, Error{Code: "internal", Message: "encoding failed"}, ref)
+	}
+	return b
+}
+
+// logEntry is one backlog record, encoded once.
+type logEntry struct {
+	seq   uint64
+	level slog.Level
+	frame []byte
+}
+
+// logRing keeps the latest len(entries) log records.
+type logRing struct {
+	entries []logEntry
+	next    int // where the next record goes
+	n       int // records held
+}
+
+func (r *logRing) add(e logEntry) {
+	r.entries[r.next] = e
+	r.next = (r.next + 1) % len(r.entries)
+	if r.n < len(r.entries) {
+		r.n++
+	}
+}
+
+// each calls f for every record held, oldest first.
+func (r *logRing) each(f func(*logEntry)) {
+	start := r.next - r.n
+	if start < 0 {
+		start += len(r.entries)
+	}
+	for i := 0; i < r.n; i++ {
+		f(&r.entries[(start+i)%len(r.entries)])
+	}
+}
+
+var (
+	_ http.Handler            = (*Hub)(nil)
+	_ io.Closer               = (*Hub)(nil)
+	_ proxywatch.ConnObserver = (*Hub)(nil)
+	_ proxywatch.LogObserver  = (*Hub)(nil)
+)

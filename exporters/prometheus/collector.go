@@ -129,8 +129,8 @@ func New(p *proxywatch.Proxy, opts *Options) *Collector {
 		Namespace: ns, Name: "log_records_dropped_total", ConstLabels: cl,
 		Help: "Log records this exporter missed because its observer queue was full.",
 	})
-	for _, p := range knownProtocols {
-		c.opened.WithLabelValues(string(p))
+	for _, proto := range knownProtocols {
+		c.opened.WithLabelValues(string(proto))
 	}
 	for _, l := range knownLevels {
 		c.logs.WithLabelValues(l)
@@ -250,8 +250,8 @@ func (c *Collector) Collect(ch chan<- prom.Metric) {
 	ch <- prom.MustNewConstMetric(c.dropped, prom.CounterValue, float64(c.p.Stats().Dropped))
 
 	live := make(map[proxywatch.Protocol]int, len(knownProtocols))
-	for _, p := range knownProtocols {
-		live[p] = 0
+	for _, proto := range knownProtocols {
+		live[proto] = 0
 	}
 	var hostLive map[string]int
 	if c.hosts != nil {
@@ -270,8 +270,8 @@ func (c *Collector) Collect(ch chan<- prom.Metric) {
 			}
 		}
 	}
-	for p, n := range live {
-		ch <- prom.MustNewConstMetric(c.live, prom.GaugeValue, float64(n), string(p))
+	for proto, n := range live {
+		ch <- prom.MustNewConstMetric(c.live, prom.GaugeValue, float64(n), string(proto))
 	}
 	for h, n := range hostLive {
 		ch <- prom.MustNewConstMetric(c.hostLive, prom.GaugeValue, float64(n), h)

@@ -1,0 +1,588 @@
+package prometheus_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/goleak"
+
+	"github.com/proxywatch/proxywatch"
+	pwprom "github.com/proxywatch/proxywatch/exporters/prometheus"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// serve starts p on a loopback listener and returns its URL. The proxy is
+// closed when the test ends.
+func serve(t testing.TB, p *proxywatch.Proxy) *url.URL {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(l) }()
+	t.Cleanup(func() {
+		_ = p.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+		}
+	})
+	return &url.URL{Scheme: "http", Host: l.Addr().String()}
+}
+
+// proxyClient returns an http.Client whose requests go through the proxy.
+func proxyClient(t testing.TB, proxy *url.URL) *http.Client {
+	tr := &http.Transport{Proxy: http.ProxyURL(proxy)}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// upstream answers every request with a body of size bytes, after reading
+// the request body.
+func upstream(t testing.TB, size int) *httptest.Server {
+	body := strings.Repeat("x", size)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// echoServer echoes each TCP connection back until EOF.
+func echoServer(t testing.TB) net.Listener {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			})
+		}
+	})
+	return l
+}
+
+// connect opens a CONNECT tunnel through the proxy by hand, so that the test
+// knows every byte that goes through it.
+func connect(t testing.TB, proxy *url.URL, target string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", proxy.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != 200 || br.Buffered() != 0 {
+		t.Fatalf("CONNECT: %v, %v", resp, err)
+	}
+	return c.(*net.TCPConn)
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// logCounter records a log stream by level, the Dropped counts it carried, and
+// where it stood when each "mark ..." record of the app arrived.
+type logCounter struct {
+	mu       sync.Mutex
+	levels   map[string]int
+	received uint64
+	dropped  uint64
+	marks    map[string]mark
+}
+
+type mark struct {
+	seq, received, dropped uint64 // the mark's Seq; counts including the mark
+}
+
+func (l *logCounter) ObserveLog(r proxywatch.LogRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.levels == nil {
+		l.levels = map[string]int{}
+		l.marks = map[string]mark{}
+	}
+	l.levels[proxywatch.LevelName(r.Level)]++
+	l.received++
+	l.dropped += r.Dropped
+	if strings.HasPrefix(r.Message, "mark") {
+		l.marks[r.Message] = mark{r.Seq, l.received, l.dropped}
+	}
+}
+
+func (l *logCounter) snapshot() (levels map[string]int, received, dropped uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := map[string]int{"DEBUG": 0, "INFO": 0, "WARN": 0, "ERROR": 0}
+	for k, v := range l.levels {
+		m[k] = v
+	}
+	return m, l.received, l.dropped
+}
+
+// waitMark logs "mark 1", "mark 2"... through p's slog handler until one of
+// them reaches l, and returns where l stood then. Records are delivered in
+// the order they were queued, so everything queued before that mark has been
+// delivered (or counted as dropped) by then.
+func (l *logCounter) waitMark(t testing.TB, p *proxywatch.Proxy) mark {
+	t.Helper()
+	log := slog.New(p.SlogHandler())
+	var m mark
+	i := 0
+	waitFor(t, "a mark record", func() bool {
+		i++
+		log.Info(fmt.Sprintf("mark %d", i))
+		time.Sleep(time.Millisecond)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, x := range l.marks {
+			m = x
+			return true
+		}
+		return false
+	})
+	return m
+}
+
+// observer is one proxywatch observer made of a ConnObserver and a
+// LogObserver, so that the Collector and a logCounter see the very same log
+// stream from one queue.
+type observer struct {
+	proxywatch.ConnObserver
+	proxywatch.LogObserver
+}
+
+// scrape GETs the metrics endpoint and parses it.
+func scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// value returns the value of the sample of family name whose labels are
+// exactly labels ("k=v" pairs), or fails.
+func value(t testing.TB, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	t.Helper()
+	f := fams[name]
+	if f == nil {
+		t.Fatalf("no metric %s in the scrape", name)
+	}
+	want := strings.Join(labels, ",")
+	for _, m := range f.GetMetric() {
+		var got []string
+		for _, lp := range m.GetLabel() {
+			got = append(got, lp.GetName()+"="+lp.GetValue())
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") != want {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no sample %s{%s} in the scrape", name, want)
+	return 0
+}
+
+func scrapeCompare(t testing.TB, url, want string, names ...string) {
+	t.Helper()
+	if err := testutil.ScrapeAndCompare(url, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestScrapeAfterRealTraffic sends plain requests, a failing request and a
+// CONNECT tunnel through a real Proxy, scrapes the real /metrics endpoint, and
+// checks every value against what the clients sent and received and against
+// the Proxy's own accounts.
+func TestScrapeAfterRealTraffic(t *testing.T) {
+	const (
+		respSize = 10_000
+		postSize = 3_000
+		tunSize  = 70_000
+	)
+	web := upstream(t, respSize)
+	echo := echoServer(t)
+	dead := closedPort(t)
+
+	p := proxywatch.New(&proxywatch.Options{SampleInterval: 50 * time.Millisecond})
+	c := pwprom.New(p, &pwprom.Options{
+		TopHosts:    2,
+		SizeBuckets: []float64{1000, 10_000, 100_000},
+	})
+	logs := &logCounter{}
+	stop := p.Observe(observer{c, proxywatch.MultiLogObserver(c, logs)})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	ms := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer ms.Close()
+	metrics := ms.URL + "/metrics"
+	pu := serve(t, p)
+	hc := proxyClient(t, pu)
+
+	// Before any traffic: every known series at zero.
+	scrapeCompare(t, metrics, `
+# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals.
+# TYPE proxywatch_bytes_total counter
+proxywatch_bytes_total{direction="down"} 0
+proxywatch_bytes_total{direction="up"} 0
+# HELP proxywatch_live_connections Connections in the live set, by protocol.
+# TYPE proxywatch_live_connections gauge
+proxywatch_live_connections{protocol="HTTP"} 0
+proxywatch_live_connections{protocol="HTTP-MITM"} 0
+proxywatch_live_connections{protocol="HTTPS-MITM"} 0
+proxywatch_live_connections{protocol="HTTPS-Tunnel"} 0
+proxywatch_live_connections{protocol="WebSocket"} 0
+proxywatch_live_connections{protocol="WebSocket-MITM"} 0
+`, "proxywatch_bytes_total", "proxywatch_live_connections")
+
+	// Phase 1: five GETs and two POSTs to web, and one GET to a dead port.
+	for i := range 7 {
+		var resp *http.Response
+		var err error
+		if i < 5 {
+			resp, err = hc.Get(web.URL + "/get")
+		} else {
+			resp, err = hc.Post(web.URL+"/post", "text/plain", strings.NewReader(strings.Repeat("u", postSize)))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != respSize {
+			t.Fatalf("request %d: read %d bytes, %v", i, n, err)
+		}
+	}
+	resp, err := hc.Get("http://" + dead + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("GET to a dead port: %s, want goproxy's 500", resp.Status)
+	}
+	waitFor(t, "the live set to empty", func() bool { return len(p.Connections()) == 0 })
+	// What the failed request counts is the core's business (the error page
+	// goproxy writes did not come from the upstream); take it from History.
+	var errConn proxywatch.ConnInfo
+	for _, ci := range p.History() {
+		if ci.Host == dead {
+			errConn = ci
+		}
+	}
+	if errConn.EndReason != proxywatch.EndUpstreamError || errConn.Protocol != proxywatch.ProtoHTTP {
+		t.Fatalf("the failed request: %+v, want an HTTP connection ended by upstream error", errConn)
+	}
+	errUp, errDown := errConn.Up, errConn.Down
+
+	// Phase 2: a tunnel to the echo server, scraped while it is open.
+	tun := connect(t, pu, echo.Addr().String())
+	msg := strings.Repeat("t", tunSize)
+	go func() { _, _ = io.WriteString(tun, msg) }()
+	if _, err := io.ReadFull(tun, make([]byte, tunSize)); err != nil {
+		t.Fatal(err)
+	}
+	wantUp := 2*postSize + tunSize + errUp
+	wantDown := 7*respSize + tunSize + errDown // untyped constants: uint64
+	waitFor(t, "the tunnel's bytes in Totals", func() bool {
+		up, down := p.Totals()
+		if up != wantUp || down != wantDown {
+		}
+		return up == wantUp && down == wantDown
+	})
+	scrapeCompare(t, metrics, fmt.Sprintf(`
+# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals.
+# TYPE proxywatch_bytes_total counter
+proxywatch_bytes_total{direction="down"} %d
+proxywatch_bytes_total{direction="up"} %d
+# HELP proxywatch_live_connections Connections in the live set, by protocol.
+# TYPE proxywatch_live_connections gauge
+proxywatch_live_connections{protocol="HTTP"} 0
+proxywatch_live_connections{protocol="HTTP-MITM"} 0
+proxywatch_live_connections{protocol="HTTPS-MITM"} 0
+proxywatch_live_connections{protocol="HTTPS-Tunnel"} 1
+proxywatch_live_connections{protocol="WebSocket"} 0
+proxywatch_live_connections{protocol="WebSocket-MITM"} 0
+# HELP proxywatch_host_live_connections Connections in the live set, by host (the top hosts by bytes; the rest are "other").
+# TYPE proxywatch_host_live_connections gauge
+proxywatch_host_live_connections{host=%q} 0
+proxywatch_host_live_connections{host=%q} 0
+proxywatch_host_live_connections{host="other"} 1
+`, wantDown, wantUp, web.Listener.Addr().String(), dead),
+		"proxywatch_bytes_total", "proxywatch_live_connections", "proxywatch_host_live_connections")
+	if err := tun.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, tun); err != nil {
+		t.Fatal(err)
+	}
+	tun.Close()
+	waitFor(t, "the live set to empty", func() bool { return len(p.Connections()) == 0 })
+
+	// The closed events are queued by now, so once stop has delivered what
+	// was queued, the Collector has them all, and its log counts cannot
+	// change between the logCounter's snapshot and the scrape.
+	stop()
+
+	// The Proxy's own account of each connection.
+	hist := p.History()
+	if len(hist) != 9 {
+		t.Fatalf("History has %d connections, want 9", len(hist))
+	}
+	durations := map[proxywatch.Protocol]float64{}
+	for _, ci := range hist {
+		durations[ci.Protocol] += ci.End.Sub(ci.Start).Seconds()
+	}
+	if up, down := p.Totals(); up != wantUp || down != wantDown {
+		t.Fatalf("Totals = %d/%d, want %d/%d", up, down, wantUp, wantDown)
+	}
+
+	// Hosts with TopHosts 2: web took the first label and the dead port the
+	// second; then the tunnel's 140000 bytes took the dead port's label, so
+	// its series is gone and "other" never counted anything.
+	webHost := web.Listener.Addr().String()
+	echoHost := echo.Addr().String()
+	levels, _, _ := logs.snapshot()
+	if levels["INFO"] == 0 || levels["WARN"]+levels["ERROR"] == 0 {
+		t.Errorf("want INFO records and a WARN or ERROR one (the dead upstream), got %v", levels)
+	}
+	scrapeCompare(t, metrics, fmt.Sprintf(`
+# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals.
+# TYPE proxywatch_bytes_total counter
+proxywatch_bytes_total{direction="down"} %[1]d
+proxywatch_bytes_total{direction="up"} %[2]d
+# HELP proxywatch_connections_opened_total Connections that entered the live set, by protocol at open.
+# TYPE proxywatch_connections_opened_total counter
+proxywatch_connections_opened_total{protocol="HTTP"} 8
+proxywatch_connections_opened_total{protocol="HTTP-MITM"} 0
+proxywatch_connections_opened_total{protocol="HTTPS-MITM"} 0
+proxywatch_connections_opened_total{protocol="HTTPS-Tunnel"} 1
+proxywatch_connections_opened_total{protocol="WebSocket"} 0
+proxywatch_connections_opened_total{protocol="WebSocket-MITM"} 0
+# HELP proxywatch_connections_closed_total Connections that ended, by protocol and end reason.
+# TYPE proxywatch_connections_closed_total counter
+proxywatch_connections_closed_total{protocol="HTTP",reason="completed"} 7
+proxywatch_connections_closed_total{protocol="HTTP",reason="upstream error"} 1
+proxywatch_connections_closed_total{protocol="HTTPS-Tunnel",reason="completed"} 1
+# HELP proxywatch_live_connections Connections in the live set, by protocol.
+# TYPE proxywatch_live_connections gauge
+proxywatch_live_connections{protocol="HTTP"} 0
+proxywatch_live_connections{protocol="HTTP-MITM"} 0
+proxywatch_live_connections{protocol="HTTPS-MITM"} 0
+proxywatch_live_connections{protocol="HTTPS-Tunnel"} 0
+proxywatch_live_connections{protocol="WebSocket"} 0
+proxywatch_live_connections{protocol="WebSocket-MITM"} 0
+# HELP proxywatch_connection_size_bytes Bytes each ended connection carried, by protocol and direction (up: client to upstream, down: upstream to client).
+# TYPE proxywatch_connection_size_bytes histogram
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTP",le="1000"} 1
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTP",le="10000"} 8
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTP",le="100000"} 8
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTP",le="+Inf"} 8
+proxywatch_connection_size_bytes_sum{direction="down",protocol="HTTP"} %[3]d
+proxywatch_connection_size_bytes_count{direction="down",protocol="HTTP"} 8
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTP",le="1000"} 6
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTP",le="10000"} 8
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTP",le="100000"} 8
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTP",le="+Inf"} 8
+proxywatch_connection_size_bytes_sum{direction="up",protocol="HTTP"} %[10]d
+proxywatch_connection_size_bytes_count{direction="up",protocol="HTTP"} 8
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTPS-Tunnel",le="1000"} 0
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTPS-Tunnel",le="10000"} 0
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTPS-Tunnel",le="100000"} 1
+proxywatch_connection_size_bytes_bucket{direction="down",protocol="HTTPS-Tunnel",le="+Inf"} 1
+proxywatch_connection_size_bytes_sum{direction="down",protocol="HTTPS-Tunnel"} 70000
+proxywatch_connection_size_bytes_count{direction="down",protocol="HTTPS-Tunnel"} 1
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTPS-Tunnel",le="1000"} 0
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTPS-Tunnel",le="10000"} 0
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTPS-Tunnel",le="100000"} 1
+proxywatch_connection_size_bytes_bucket{direction="up",protocol="HTTPS-Tunnel",le="+Inf"} 1
+proxywatch_connection_size_bytes_sum{direction="up",protocol="HTTPS-Tunnel"} 70000
+proxywatch_connection_size_bytes_count{direction="up",protocol="HTTPS-Tunnel"} 1
+# HELP proxywatch_host_bytes_total Bytes carried by ended connections, by host (the top hosts by bytes; the rest are "other") and direction.
+# TYPE proxywatch_host_bytes_total counter
+proxywatch_host_bytes_total{direction="down",host=%[4]q} 70000
+proxywatch_host_bytes_total{direction="up",host=%[4]q} 6000
+proxywatch_host_bytes_total{direction="down",host=%[5]q} 70000
+proxywatch_host_bytes_total{direction="up",host=%[5]q} 70000
+proxywatch_host_bytes_total{direction="down",host="other"} 0
+proxywatch_host_bytes_total{direction="up",host="other"} 0
+# HELP proxywatch_host_connections_total Connections that ended, by host (the top hosts by bytes; the rest are "other").
+# TYPE proxywatch_host_connections_total counter
+proxywatch_host_connections_total{host=%[4]q} 7
+proxywatch_host_connections_total{host=%[5]q} 1
+proxywatch_host_connections_total{host="other"} 0
+# HELP proxywatch_log_records_total Log records received by this exporter, by level.
+# TYPE proxywatch_log_records_total counter
+proxywatch_log_records_total{level="DEBUG"} %[6]d
+proxywatch_log_records_total{level="INFO"} %[7]d
+proxywatch_log_records_total{level="WARN"} %[8]d
+proxywatch_log_records_total{level="ERROR"} %[9]d
+# HELP proxywatch_log_records_dropped_total Log records this exporter missed because its observer queue was full.
+# TYPE proxywatch_log_records_dropped_total counter
+proxywatch_log_records_dropped_total 0
+# HELP proxywatch_observer_dropped_events_total Observer events (traffic samples, connection events, log records) the proxy dropped because an observer, any observer, did not keep up.
+# TYPE proxywatch_observer_dropped_events_total counter
+proxywatch_observer_dropped_events_total 0
+`, wantDown, wantUp, 7*respSize+errDown, webHost, echoHost,
+		levels["DEBUG"], levels["INFO"], levels["WARN"], levels["ERROR"], 2*postSize+errUp),
+		"proxywatch_bytes_total", "proxywatch_connections_opened_total", "proxywatch_connections_closed_total",
+		"proxywatch_live_connections", "proxywatch_connection_size_bytes", "proxywatch_host_bytes_total",
+		"proxywatch_host_connections_total", "proxywatch_log_records_total", "proxywatch_log_records_dropped_total",
+		"proxywatch_observer_dropped_events_total")
+
+	// Durations are not known in advance, but their sums are: the Proxy's.
+	fams := scrape(t, metrics)
+	for _, m := range fams["proxywatch_connection_duration_seconds"].GetMetric() {
+		proto := proxywatch.Protocol(m.GetLabel()[0].GetValue())
+		h := m.GetHistogram()
+		wantCount := map[proxywatch.Protocol]uint64{proxywatch.ProtoHTTP: 8, proxywatch.ProtoTunnel: 1}[proto]
+		if h.GetSampleCount() != wantCount || math.Abs(h.GetSampleSum()-durations[proto]) > 1e-9 {
+			t.Errorf("duration{%s}: count %d sum %g, want %d and %g", proto, h.GetSampleCount(), h.GetSampleSum(), wantCount, durations[proto])
+		}
+		delete(durations, proto)
+	}
+	if len(durations) != 0 {
+		t.Errorf("no duration histogram for %v", durations)
+	}
+	// The byte totals are the Proxy's Totals, exactly.
+	up, down := p.Totals()
+	if got := value(t, fams, "proxywatch_bytes_total", "direction=up"); got != float64(up) {
+		t.Errorf("bytes_total{up} = %v, Totals up = %d", got, up)
+	}
+	if got := value(t, fams, "proxywatch_bytes_total", "direction=down"); got != float64(down) {
+		t.Errorf("bytes_total{down} = %v, Totals down = %d", got, down)
+	}
+}
+
+// TestDroppedLogRecords blocks the exporter's observer while the proxy logs,
+// so that its one-slot queue overflows, and checks that the records it missed
+// are counted exactly: what it received plus what it was told it missed is
+// every record the Proxy accepted before the last one.
+func TestDroppedLogRecords(t *testing.T) {
+	web := upstream(t, 100)
+	p := proxywatch.New(&proxywatch.Options{ObserverQueue: 1})
+	c := pwprom.New(p, nil)
+	logs := &logCounter{}
+	release := make(chan struct{})
+	var once sync.Once
+	blocker := proxywatch.LogObserverFunc(func(proxywatch.LogRecord) { <-release })
+	stop := p.Observe(proxywatch.MultiLogObserver(blocker, c, logs))
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	ms := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer ms.Close()
+	hc := proxyClient(t, serve(t, p))
+
+	for range 20 {
+		resp, err := hc.Get(web.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if p.Stats().Dropped == 0 {
+		t.Fatal("no record dropped while the observer was blocked")
+	}
+	once.Do(func() { close(release) })
+	waitFor(t, "the live set to empty", func() bool { return len(p.Connections()) == 0 })
+	m := logs.waitMark(t, p)
+	if m.dropped == 0 || m.received+m.dropped != m.seq {
+		t.Errorf("at the mark: received %d, told of %d dropped, Seq %d: want received+dropped = Seq, and some dropped", m.received, m.dropped, m.seq)
+	}
+	stop() // delivers what is queued: the counts below are final
+	levels, received, dropped := logs.snapshot()
+	fams := scrape(t, ms.URL)
+	if got := value(t, fams, "proxywatch_log_records_dropped_total"); got != float64(dropped) {
+		t.Errorf("log_records_dropped_total = %v, want %d", got, dropped)
+	}
+	var sum float64
+	for _, l := range []string{"DEBUG", "INFO", "WARN", "ERROR"} {
+		got := value(t, fams, "proxywatch_log_records_total", "level="+l)
+		if got != float64(levels[l]) {
+			t.Errorf("log_records_total{%s} = %v, want %d", l, got, levels[l])
+		}
+		sum += got
+	}
+	if sum != float64(received) {
+		t.Errorf("sum of log_records_total = %v, want %d", sum, received)
+	}
+	// Stats.Dropped may still grow (a mark dropped while draining), so it is
+	// read after the scrape and must be at least what the scrape showed.
+	got := value(t, fams, "proxywatch_observer_dropped_events_total")
+	if st := p.Stats(); got < float64(dropped) || got > float64(st.Dropped) {
+		t.Errorf("observer_dropped_events_total = %v, want between %d and Stats.Dropped %d", got, dropped, st.Dropped)
+	}
+}

@@ -309,11 +309,11 @@ func TestFailuresEndWithReasons(t *testing.T) {
 
 func TestIdleTimeoutClosesTunnel(t *testing.T) {
 	echo := echoServer(t)
-	p, pu := setup(t, &proxywatch.Options{IdleTimeout: 300 * time.Millisecond, SampleInterval: 50 * time.Millisecond})
+	p, pu := setup(t, &proxywatch.Options{IdleTimeout: time.Second, SampleInterval: 50 * time.Millisecond})
 	c := rawConnect(t, pu, echo.Addr().String())
 	defer c.Close()
 	// Activity keeps it open.
-	for i := 0; i < 6; i++ {
+	for i := 0; i < 15; i++ {
 		c.Write([]byte("x"))
 		c.Read(make([]byte, 1))
 		time.Sleep(100 * time.Millisecond)

@@ -59,6 +59,8 @@ type Options struct {
 
 	// MITM, when non-nil, decrypts CONNECT tunnels to the hosts it matches with
 	// certificates signed by its CA. Nil means no MITM: tunnels pass through.
+	// New panics when the MITM has no usable CA (a programming error: get
+	// the CA from LoadOrCreateCA and check its error).
 	MITM *MITM
 
 	// UpstreamCAs are trusted for upstream TLS in addition to the system roots
@@ -165,6 +167,9 @@ func New(opts *Options) *Proxy {
 	p.gp.OnRequest().HandleConnectFunc(p.onConnect)
 	p.gp.OnResponse().DoFunc(p.onResponse)
 	if o.MITM != nil {
+		if err := o.MITM.check(); err != nil {
+			panic("proxywatch: unusable Options.MITM: " + err.Error())
+		}
 		p.gp.OnRequest().HandleConnect(o.MITM.connectHandler())
 	}
 	return p

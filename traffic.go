@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -279,3 +280,79 @@ func (c *tunnelConn) Close() error {
 func (c *tunnelConn) NetConn() net.Conn { return c.Conn }
 
 func isEOF(err error) bool { return err == io.EOF || errors.Is(err, io.EOF) }
+
+// Tunnels keep the kernel's zero-copy path. goproxy copies a tunnel with
+// io.Copy between the two connections, which on Linux splices socket to
+// socket when both ends are bare *net.TCPConn. The wrappers below implement
+// io.ReaderFrom so that io.Copy still reaches splice, in bounded slices so
+// that counts stay live: a slice ends after spliceChunk bytes or after
+// spliceSlice of time, whichever comes first, and its bytes are counted then.
+const (
+	spliceChunk = 4 << 20
+	spliceSlice = 250 * time.Millisecond
+)
+
+// spliceCopy copies src to dst until EOF or an error, counting each slice.
+func spliceCopy(dst, src *net.TCPConn, count func(int64)) (int64, error) {
+	var total int64
+	defer src.SetReadDeadline(time.Time{})
+	for {
+		_ = src.SetReadDeadline(time.Now().Add(spliceSlice))
+		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: spliceChunk})
+		if n > 0 {
+			total += n
+			count(n)
+		}
+		switch {
+		case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+			continue // the slice ended: count and go on
+		case err != nil:
+			return total, err
+		case n < spliceChunk:
+			return total, nil // EOF
+		}
+	}
+}
+
+// writerOnly hides a ReadFrom method so io.Copy falls back to Write.
+type writerOnly struct{ io.Writer }
+
+// ReadFrom copies the upstream side of a tunnel to the client. It splices
+// when r is a tunnel's upstream connection.
+func (c *trackedTCPConn) ReadFrom(r io.Reader) (int64, error) {
+	dst, ok1 := c.Conn.(*net.TCPConn)
+	t, ok2 := r.(*tunnelTCPConn)
+	if ok1 && ok2 {
+		if src, ok := t.Conn.(*net.TCPConn); ok {
+			n, err := spliceCopy(dst, src, func(n int64) {
+				t.e.down.Add(uint64(n))
+				c.wire.Add(uint64(n))
+			})
+			if err != nil {
+				t.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+			}
+			return n, err
+		}
+	}
+	return io.Copy(writerOnly{c}, r)
+}
+
+// ReadFrom copies the client side of a tunnel to the upstream. It splices
+// when r is the tunnel's client connection.
+func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
+	dst, ok1 := c.Conn.(*net.TCPConn)
+	t, ok2 := r.(*trackedTCPConn)
+	if ok1 && ok2 {
+		if src, ok := t.Conn.(*net.TCPConn); ok {
+			n, err := spliceCopy(dst, src, func(n int64) {
+				c.e.up.Add(uint64(n))
+				t.wire.Add(uint64(n))
+			})
+			if err != nil {
+				t.noteErr(err)
+			}
+			return n, err
+		}
+	}
+	return io.Copy(writerOnly{c}, r)
+}

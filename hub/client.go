@@ -285,7 +285,7 @@ func (h *Hub) handle(c *client, data []byte) {
 		if len(hist) > limit {
 			hist = hist[len(hist)-limit:]
 		}
-		frame := appendConnsFrame(make([]byte, 0, 64+len(hist)*connEntrySizeHint), TypeHistory, hist, ref)
+		frame := appendConnsFrame(make([]byte, 0, connsFrameSize(hist)), TypeHistory, hist, ref)
 		h.mu.Lock()
 		h.enqueueLocked(c, outgoing{frame: frame})
 		h.mu.Unlock()

@@ -119,7 +119,7 @@ func setup(t *testing.T, src hub.Source, opts *hub.Options) (*hub.Hub, *httptest
 
 // serve puts h behind an httptest server; both are closed when the test
 // ends.
-func serve(t *testing.T, h *hub.Hub) *httptest.Server {
+func serve(t testing.TB, h *hub.Hub) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
@@ -127,6 +127,26 @@ func serve(t *testing.T, h *hub.Hub) *httptest.Server {
 		srv.Close()
 	})
 	return srv
+}
+
+// dialRaw connects with ?token=s3cret, subscribes to connections and
+// discards the hello and subscribed frames.
+func dialRaw(t testing.TB, srv *httptest.Server) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(wsURL(srv, "?token=s3cret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.WriteJSON(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"connections"}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, _, err := conn.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn
 }
 
 func wsURL(srv *httptest.Server, query string) string {

@@ -370,14 +370,27 @@ func (h *Hub) pushConnections() {
 	h.broadcast(topicConnections, h.connectionsFrame(h.src.Connections()))
 }
 
-// connectionsFrame encodes a connections message into a buffer sized for the
-// list, so that thousands of entries are built without regrowing.
+// connectionsFrame encodes a connections message.
 func (h *Hub) connectionsFrame(conns []proxywatch.ConnInfo) []byte {
-	return appendConnsFrame(make([]byte, 0, 64+len(conns)*connEntrySizeHint), TypeConnections, conns, nil)
+	return appendConnsFrame(make([]byte, 0, connsFrameSize(conns)), TypeConnections, conns, nil)
 }
 
-// connEntrySizeHint is a typical encoded size of one connection entry.
-const connEntrySizeHint = 320
+// connsFrameSize estimates the encoded size of a message listing conns, on
+// the high side, so that thousands of entries are encoded into one buffer
+// that never has to grow and be copied.
+func connsFrameSize(conns []proxywatch.ConnInfo) int {
+	n := 64
+	for i := range conns {
+		c := &conns[i]
+		n += connEntryOverhead + len(c.Method) + len(c.Host) + len(c.URL) + len(c.Client) +
+			len(c.Protocol) + len(c.EndReason) + len(c.Err)
+	}
+	return n
+}
+
+// connEntryOverhead is an encoded entry without its strings: keys, numbers
+// and times.
+const connEntryOverhead = 240
 
 func (h *Hub) subscribed(t topicSet) bool {
 	h.mu.Lock()

@@ -74,6 +74,18 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+func TestPlainGETIsNotUpgraded(t *testing.T) {
+	h, srv := setup(t, &memSource{}, nil)
+	resp, err := http.Get(srv.URL + "/start?token=s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || h.Clients() != 0 {
+		t.Fatalf("plain GET: %s, %d clients", resp.Status, h.Clients())
+	}
+}
+
 func TestGeneratedToken(t *testing.T) {
 	a := hub.NewWithSource(&memSource{}, nil)
 	defer a.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -402,9 +403,14 @@ func argAttrs(roles []string, args []any) []slog.Attr {
 			b.dropped++
 			continue
 		}
-		key := argNames[min(i, maxAttrs-1)]
-		if i < len(roles) {
+		var key string
+		switch {
+		case i < len(roles):
 			key = roles[i]
+		case i < len(argNames):
+			key = argNames[i]
+		default: // only when nil arguments came first
+			key = "arg" + strconv.Itoa(i+1)
 		}
 		b.attrs = append(b.attrs, slog.Attr{Key: key, Value: ownValue(slog.AnyValue(a))})
 	}

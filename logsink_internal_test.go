@@ -509,6 +509,13 @@ func TestLogSinkBounds(t *testing.T) {
 	if a := r.Attrs[14]; a.Key != "arg15" || a.Value.Int64() != 15 {
 		t.Errorf("attr 15 = %v", a)
 	}
+	// Nil arguments take no place but keep their number.
+	withNils := append(make([]any, 5), args...)
+	sink.Printf(strings.Repeat("%v ", 25), withNils...)
+	r = rec.last(t)
+	if len(r.Attrs) != maxAttrs || r.Attrs[0].Key != "arg6" || r.Attrs[14].Key != "arg20" || r.Attrs[15].Value.Int64() != 5 {
+		t.Errorf("leading nils gave attrs %v", r.Attrs)
+	}
 	// Exactly maxAttrs fit without a count.
 	sink.Printf(strings.Repeat("%v ", 16), args[:16]...)
 	if r = rec.last(t); len(r.Attrs) != 16 || r.Attrs[15].Key != "arg16" {

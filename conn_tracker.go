@@ -171,12 +171,6 @@ func (t *tracker) lookup(remote string) *trackedConn {
 	return t.byRemote[remote]
 }
 
-func (t *tracker) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.conns)
-}
-
 // closeAll refuses new connections and returns the open ones.
 func (t *tracker) closeAll() []*trackedConn {
 	t.mu.Lock()

@@ -101,8 +101,8 @@ func (p *Proxy) sampler(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
-		case now := <-t.C:
-			now = time.Now() // the tick's time can be stale when the goroutine was late
+		case <-t.C:
+			now := time.Now() // the tick's own time is stale when the goroutine ran late
 			s := p.sample(now)
 			s.Interval = now.Sub(prev)
 			s.Up, s.Down = s.UpTotal-prevUp, s.DownTotal-prevDown

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/proxywatch/proxywatch"
+	"github.com/proxywatch/proxywatch/exporters/internal/proxytest"
 	pwprom "github.com/proxywatch/proxywatch/exporters/prometheus"
 )
 
@@ -26,13 +27,13 @@ import (
 //
 //	go test -run '^$' -bench HotPath -benchtime 3000x -count 3
 func BenchmarkHotPath(b *testing.B) {
-	web := upstream(b, 1024)
+	web := proxytest.Upstream(b, 1024)
 
 	bare := proxywatch.New(nil)
 	noop := proxywatch.New(nil)
-	b.Cleanup(noop.Observe(observer{
-		proxywatch.ConnObserverFunc(func(proxywatch.ConnEvent) {}),
-		proxywatch.LogObserverFunc(func(proxywatch.LogRecord) {}),
+	b.Cleanup(noop.Observe(proxytest.Observer{
+		ConnObserver: proxywatch.ConnObserverFunc(func(proxywatch.ConnEvent) {}),
+		LogObserver:  proxywatch.LogObserverFunc(func(proxywatch.LogRecord) {}),
 	}))
 	watched := proxywatch.New(nil)
 	c := pwprom.New(watched, &pwprom.Options{TopHosts: 10})
@@ -41,9 +42,9 @@ func BenchmarkHotPath(b *testing.B) {
 	reg.MustRegister(c)
 
 	clients := []*http.Client{
-		proxyClient(b, serve(b, bare)),
-		proxyClient(b, serve(b, noop)),
-		proxyClient(b, serve(b, watched)),
+		proxytest.Client(b, proxytest.Serve(b, bare)),
+		proxytest.Client(b, proxytest.Serve(b, noop)),
+		proxytest.Client(b, proxytest.Serve(b, watched)),
 	}
 	get := func(hc *http.Client) time.Duration {
 		start := time.Now()

@@ -1,16 +1,11 @@
 package prometheus_test
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -26,183 +21,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxywatch/proxywatch"
+	"github.com/proxywatch/proxywatch/exporters/internal/proxytest"
 	pwprom "github.com/proxywatch/proxywatch/exporters/prometheus"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// serve starts p on a loopback listener and returns its URL. The proxy is
-// closed when the test ends.
-func serve(t testing.TB, p *proxywatch.Proxy) *url.URL {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(l) }()
-	t.Cleanup(func() {
-		_ = p.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
-		}
-	})
-	return &url.URL{Scheme: "http", Host: l.Addr().String()}
-}
-
-// proxyClient returns an http.Client whose requests go through the proxy.
-func proxyClient(t testing.TB, proxy *url.URL) *http.Client {
-	tr := &http.Transport{Proxy: http.ProxyURL(proxy)}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
-// upstream answers every request with a body of size bytes, after reading
-// the request body.
-func upstream(t testing.TB, size int) *httptest.Server {
-	body := strings.Repeat("x", size)
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Length", fmt.Sprint(size))
-		_, _ = io.WriteString(w, body)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// echoServer echoes each TCP connection back until EOF.
-func echoServer(t testing.TB) net.Listener {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
-	return l
-}
-
-// connect opens a CONNECT tunnel through the proxy by hand, so that the test
-// knows every byte that goes through it.
-func connect(t testing.TB, proxy *url.URL, target string) *net.TCPConn {
-	t.Helper()
-	c, err := net.Dial("tcp", proxy.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
-	if err != nil || resp.StatusCode != 200 || br.Buffered() != 0 {
-		t.Fatalf("CONNECT: %v, %v", resp, err)
-	}
-	return c.(*net.TCPConn)
-}
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// logCounter records a log stream by level, the Dropped counts it carried, and
-// where it stood when each "mark ..." record of the app arrived.
-type logCounter struct {
-	mu       sync.Mutex
-	levels   map[string]int
-	received uint64
-	dropped  uint64
-	marks    map[string]mark
-}
-
-type mark struct {
-	seq, received, dropped uint64 // the mark's Seq; counts including the mark
-}
-
-func (l *logCounter) ObserveLog(r proxywatch.LogRecord) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.levels == nil {
-		l.levels = map[string]int{}
-		l.marks = map[string]mark{}
-	}
-	l.levels[proxywatch.LevelName(r.Level)]++
-	l.received++
-	l.dropped += r.Dropped
-	if strings.HasPrefix(r.Message, "mark") {
-		l.marks[r.Message] = mark{r.Seq, l.received, l.dropped}
-	}
-}
-
-func (l *logCounter) snapshot() (levels map[string]int, received, dropped uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	m := map[string]int{"DEBUG": 0, "INFO": 0, "WARN": 0, "ERROR": 0}
-	for k, v := range l.levels {
-		m[k] = v
-	}
-	return m, l.received, l.dropped
-}
-
-// waitMark logs "mark 1", "mark 2"... through p's slog handler until one of
-// them reaches l, and returns where l stood then. Records are delivered in
-// the order they were queued, so everything queued before that mark has been
-// delivered (or counted as dropped) by then.
-func (l *logCounter) waitMark(t testing.TB, p *proxywatch.Proxy) mark {
-	t.Helper()
-	log := slog.New(p.SlogHandler())
-	var m mark
-	i := 0
-	waitFor(t, "a mark record", func() bool {
-		i++
-		log.Info(fmt.Sprintf("mark %d", i))
-		time.Sleep(time.Millisecond)
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		for _, x := range l.marks {
-			m = x
-			return true
-		}
-		return false
-	})
-	return m
-}
-
-// observer is one proxywatch observer made of a ConnObserver and a
-// LogObserver, so that the Collector and a logCounter see the very same log
-// stream from one queue.
-type observer struct {
-	proxywatch.ConnObserver
-	proxywatch.LogObserver
 }
 
 // scrape GETs the metrics endpoint and parses it.
@@ -270,24 +94,24 @@ func TestScrapeAfterRealTraffic(t *testing.T) {
 		postSize = 3_000
 		tunSize  = 70_000
 	)
-	web := upstream(t, respSize)
-	echo := echoServer(t)
-	dead := closedPort(t)
+	web := proxytest.Upstream(t, respSize)
+	echo := proxytest.Echo(t)
+	dead := proxytest.ClosedPort(t)
 
 	p := proxywatch.New(&proxywatch.Options{SampleInterval: 50 * time.Millisecond})
 	c := pwprom.New(p, &pwprom.Options{
 		TopHosts:    2,
 		SizeBuckets: []float64{1000, 10_000, 100_000},
 	})
-	logs := &logCounter{}
-	stop := p.Observe(observer{c, proxywatch.MultiLogObserver(c, logs)})
+	logs := &proxytest.LogCounter{}
+	stop := p.Observe(proxytest.Observer{ConnObserver: c, LogObserver: proxywatch.MultiLogObserver(c, logs)})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	ms := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer ms.Close()
 	metrics := ms.URL + "/metrics"
-	pu := serve(t, p)
-	hc := proxyClient(t, pu)
+	pu := proxytest.Serve(t, p)
+	hc := proxytest.Client(t, pu)
 
 	// Before any traffic: every known series at zero.
 	scrapeCompare(t, metrics, `
@@ -332,7 +156,7 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 	if resp.StatusCode != http.StatusInternalServerError {
 		t.Errorf("GET to a dead port: %s, want goproxy's 500", resp.Status)
 	}
-	waitFor(t, "the live set to empty", func() bool { return len(p.Connections()) == 0 })
+	proxytest.WaitIdle(t, p)
 	// What the failed request counts is the core's business (the error page
 	// goproxy writes did not come from the upstream); take it from History.
 	var errConn proxywatch.ConnInfo
@@ -347,7 +171,7 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 	errUp, errDown := errConn.Up, errConn.Down
 
 	// Phase 2: a tunnel to the echo server, scraped while it is open.
-	tun := connect(t, pu, echo.Addr().String())
+	tun := proxytest.Connect(t, pu, echo.Addr().String())
 	msg := strings.Repeat("t", tunSize)
 	go func() { _, _ = io.WriteString(tun, msg) }()
 	if _, err := io.ReadFull(tun, make([]byte, tunSize)); err != nil {
@@ -355,7 +179,7 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 	}
 	wantUp := 2*postSize + tunSize + errUp
 	wantDown := 7*respSize + tunSize + errDown // untyped constants: uint64
-	waitFor(t, "the tunnel's bytes in Totals", func() bool {
+	proxytest.WaitFor(t, "the tunnel's bytes in Totals", func() bool {
 		up, down := p.Totals()
 		if up != wantUp || down != wantDown {
 		}
@@ -388,7 +212,7 @@ proxywatch_host_live_connections{host="other"} 1
 		t.Fatal(err)
 	}
 	tun.Close()
-	waitFor(t, "the live set to empty", func() bool { return len(p.Connections()) == 0 })
+	proxytest.WaitIdle(t, p)
 
 	// The closed events are queued by now, so once stop has delivered what
 	// was queued, the Collector has them all, and its log counts cannot
@@ -413,7 +237,7 @@ proxywatch_host_live_connections{host="other"} 1
 	// its series is gone and "other" never counted anything.
 	webHost := web.Listener.Addr().String()
 	echoHost := echo.Addr().String()
-	levels, _, _ := logs.snapshot()
+	levels, _, _ := logs.Snapshot()
 	if levels["INFO"] == 0 || levels["WARN"]+levels["ERROR"] == 0 {
 		t.Errorf("want INFO records and a WARN or ERROR one (the dead upstream), got %v", levels)
 	}
@@ -530,10 +354,10 @@ proxywatch_observer_dropped_events_total 0
 // are counted exactly: what it received plus what it was told it missed is
 // every record the Proxy accepted before the last one.
 func TestDroppedLogRecords(t *testing.T) {
-	web := upstream(t, 100)
+	web := proxytest.Upstream(t, 100)
 	p := proxywatch.New(&proxywatch.Options{ObserverQueue: 1})
 	c := pwprom.New(p, nil)
-	logs := &logCounter{}
+	logs := &proxytest.LogCounter{}
 	release := make(chan struct{})
 	var once sync.Once
 	blocker := proxywatch.LogObserverFunc(func(proxywatch.LogRecord) { <-release })
@@ -543,7 +367,7 @@ func TestDroppedLogRecords(t *testing.T) {
 	reg.MustRegister(c)
 	ms := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer ms.Close()
-	hc := proxyClient(t, serve(t, p))
+	hc := proxytest.Client(t, proxytest.Serve(t, p))
 
 	for range 20 {
 		resp, err := hc.Get(web.URL)
@@ -557,13 +381,13 @@ func TestDroppedLogRecords(t *testing.T) {
 		t.Fatal("no record dropped while the observer was blocked")
 	}
 	once.Do(func() { close(release) })
-	waitFor(t, "the live set to empty", func() bool { return len(p.Connections()) == 0 })
-	m := logs.waitMark(t, p)
-	if m.dropped == 0 || m.received+m.dropped != m.seq {
-		t.Errorf("at the mark: received %d, told of %d dropped, Seq %d: want received+dropped = Seq, and some dropped", m.received, m.dropped, m.seq)
+	proxytest.WaitIdle(t, p)
+	m := logs.WaitMark(t, p)
+	if m.Dropped == 0 || m.Received+m.Dropped != m.Seq {
+		t.Errorf("at the mark: received %d, told of %d dropped, Seq %d: want received+dropped = Seq, and some dropped", m.Received, m.Dropped, m.Seq)
 	}
 	stop() // delivers what is queued: the counts below are final
-	levels, received, dropped := logs.snapshot()
+	levels, received, dropped := logs.Snapshot()
 	fams := scrape(t, ms.URL)
 	if got := value(t, fams, "proxywatch_log_records_dropped_total"); got != float64(dropped) {
 		t.Errorf("log_records_dropped_total = %v, want %d", got, dropped)

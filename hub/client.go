@@ -47,10 +47,10 @@ type client struct {
 	h        *Hub
 	conn     *websocket.Conn
 	send     chan outgoing
-	quit     chan struct{} // closed by stop: the writer sends closeCode and ends
+	quit     chan struct{} // closed by dropLocked: the writer sends closeCode and ends
 	readDone chan struct{} // closed when readPump returns
 
-	// Set once by stop, before quit is closed.
+	// Set once by dropLocked before it closes quit; read by the writer after.
 	closeCode int
 	closeText string
 
@@ -164,9 +164,9 @@ func (c *client) writeFailed(err error) {
 	c.h.drop(c, websocket.CloseAbnormalClosure, "")
 }
 
-// closeConn ends the socket: a close frame with the code stop chose (unless
-// one was already exchanged), the peer's close frame or closeGrace, then
-// the TCP connection.
+// closeConn ends the socket: a close frame with closeCode (unless the socket
+// failed, or gorilla already sent one), the peer's close frame or closeGrace,
+// then the TCP connection.
 func (c *client) closeConn() {
 	if c.closeCode != websocket.CloseAbnormalClosure {
 		msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
@@ -365,6 +365,8 @@ func (h *Hub) closeConnections(c *client, req *Request, ref json.RawMessage) {
 // subscribe replaces c's subscription. The answer, the replay and the switch
 // happen under h.mu, so every log record lands exactly once on the right
 // side of the answer: before it at the old filter, after it at the new one.
+// A subscription that adds connections gets the current list at once rather
+// than at the next tick.
 func (h *Hub) subscribe(c *client, req *Request, ref json.RawMessage) {
 	level := slog.LevelInfo
 	if req.LogLevel != "" {
@@ -386,11 +388,21 @@ func (h *Hub) subscribe(c *client, req *Request, ref json.RawMessage) {
 	ack := h.mustEncode(TypeSubscribed, Subscribed{Topics: names, LogLevel: proxywatch.LevelName(level)}, ref)
 
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	batch := [][]byte{ack}
 	if set&topicLogs != 0 && (c.topics&topicLogs == 0 || req.Since != nil) {
 		batch = h.replayLocked(batch, level, req.Since)
 	}
+	addsConns := set&topicConnections != 0 && c.topics&topicConnections == 0
 	c.topics, c.level = set, level
 	h.enqueueLocked(c, outgoing{batch: batch})
+	h.mu.Unlock()
+
+	if addsConns {
+		frame := h.connectionsFrame(h.src.Connections())
+		h.mu.Lock()
+		if c.topics&topicConnections != 0 {
+			h.enqueueLocked(c, outgoing{frame: frame})
+		}
+		h.mu.Unlock()
+	}
 }

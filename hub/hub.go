@@ -281,8 +281,9 @@ func (h *Hub) helloFrameLocked() []byte {
 
 // Close closes every client with 1001 (going away), stops the ticker,
 // removes the Hub from its Proxy and waits for every goroutine the Hub
-// started; clients that do not take their close frame within a second are
-// cut. Later upgrade requests get 503. Close is idempotent and returns nil.
+// started; clients that have not completed the close handshake within two
+// seconds are cut. Later upgrade requests get 503. Close is idempotent and
+// returns nil.
 func (h *Hub) Close() error {
 	h.closeOnce.Do(func() {
 		h.mu.Lock()

@@ -258,13 +258,31 @@ func TestSeedShapes(t *testing.T) {
 	src.setConns(nil)
 	for {
 		m, raw := c.next()
-		if m.Type == hub.TypeConnections {
-			if !strings.Contains(string(raw), `"data":[]`) {
-				t.Fatalf("empty connections frame %s", raw)
-			}
-			break
+		if m.Type != hub.TypeConnections || strings.Contains(string(raw), `"id":1`) {
+			continue // a list taken before setConns
 		}
+		if !strings.Contains(string(raw), `"data":[]`) {
+			t.Fatalf("empty connections frame %s", raw)
+		}
+		break
 	}
+}
+
+func TestConnectionsAtOnceOnSubscribe(t *testing.T) {
+	src := &memSource{}
+	src.setConns([]proxywatch.ConnInfo{{ID: 3, Host: "a:1"}, {ID: 5, Host: "b:2"}})
+	_, srv := setup(t, src, &hub.Options{ConnectionsInterval: time.Hour})
+	c, _ := dial(t, srv)
+	c.subscribe(hub.Request{Topics: []string{"connections"}})
+	var conns []hub.Conn
+	c.nextData(hub.TypeConnections, &conns)
+	if len(conns) != 2 || conns[0].ID != 3 || conns[1].ID != 5 {
+		t.Fatalf("first list %+v", conns)
+	}
+	// Already subscribed: no extra list; the next frame answers getHistory.
+	c.subscribe(hub.Request{Topics: []string{"connections", "logs"}})
+	c.send(hub.Request{Action: hub.ActionGetHistory})
+	c.nextData(hub.TypeHistory, nil)
 }
 
 func TestTrafficDeltas(t *testing.T) {

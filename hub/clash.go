@@ -1321,13 +1321,18 @@ func (c *ClashAPI) serveLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub := &clashLogSub{level: level, structured: q.Get("format") == "structured", ch: make(chan []byte, c.logQueue)}
-	s := c.openStream(w, r)
-	if s == nil {
-		return
-	}
+	// Subscribed before the upgrade completes: a client that saw the 101
+	// gets every line logged after it.
 	c.mu.Lock()
 	c.logSubs[sub] = struct{}{}
 	c.mu.Unlock()
+	s := c.openStream(w, r)
+	if s == nil {
+		c.mu.Lock()
+		delete(c.logSubs, sub)
+		c.mu.Unlock()
+		return
+	}
 	var err error
 	for err == nil {
 		select {

@@ -2,6 +2,7 @@ package prometheus_test
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"testing"
@@ -86,4 +87,23 @@ func BenchmarkHotPath(b *testing.B) {
 func median(d []time.Duration) time.Duration {
 	slices.Sort(d)
 	return d[len(d)/2]
+}
+
+// BenchmarkObserveEvents measures the exporter's own work for one plain-HTTP
+// exchange's worth of events (opened, closed, four log records), as its
+// observer goroutine does it: off the proxy's request path, and it should not
+// allocate.
+func BenchmarkObserveEvents(b *testing.B) {
+	o := pwprom.New(nil, &pwprom.Options{TopHosts: 10})
+	op := opened(1, proxywatch.ProtoHTTP, "a.example:80")
+	cl := closed(1, proxywatch.ProtoHTTP, "a.example:80", time.Millisecond, 10, 1000, proxywatch.EndCompleted)
+	lr := proxywatch.LogRecord{Level: slog.LevelDebug}
+	b.ReportAllocs()
+	for b.Loop() {
+		o.ObserveConn(op)
+		o.ObserveConn(cl)
+		for range 4 {
+			o.ObserveLog(lr)
+		}
+	}
 }

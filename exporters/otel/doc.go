@@ -28,9 +28,11 @@
 // # Instruments
 //
 // Names follow the OpenTelemetry conventions (dotted, units in UCUM: s, By,
-// {connection}), chosen so that the SDK's Prometheus exporter produces the
-// same names as this repository's Prometheus exporter (proxywatch.bytes with
-// unit By becomes proxywatch_bytes_total, and so on). "up" is client to
+// {connection}), chosen so that OpenTelemetry's Prometheus exporter
+// (go.opentelemetry.io/otel/exporters/prometheus) turns them into the very
+// names, types and labels of this repository's Prometheus exporter
+// (proxywatch.bytes with unit By becomes the counter proxywatch_bytes_total,
+// and so on), so that one set of dashboards serves both. "up" is client to
 // upstream, "down" upstream to client, as in proxywatch.
 //
 // Observed from the Proxy at collection time, exact whatever happened to

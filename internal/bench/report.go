@@ -1,0 +1,230 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// results are every sample of a run, by scenario and target name.
+type results struct {
+	opts      options
+	targets   []*target
+	scenarios []scenario
+	samples   map[string]map[string][]sample // scenario -> target -> one per repetition
+	mem       map[string][]float64           // target -> bytes per idle tunnel, one per repetition
+	hubNote   string
+	notes     []string
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// summary is the median of a target's samples for one scenario.
+type summary struct {
+	rate, p50, p99 float64 // units/s; seconds
+	spread         float64 // (max-min)/median of rate
+	cpuPerUnit     float64 // seconds of proxy CPU per unit (0 for direct)
+	peakRSS        uint64  // max over repetitions
+	errs           int64
+	firstErr       error
+	ok             bool
+}
+
+func summarize(ss []sample) summary {
+	if len(ss) == 0 {
+		return summary{}
+	}
+	var rates, p50, p99, cpu []float64
+	var sum summary
+	for _, s := range ss {
+		rates = append(rates, s.rate)
+		p50 = append(p50, s.p50.Seconds())
+		p99 = append(p99, s.p99.Seconds())
+		if s.units > 0 && s.cpu > 0 {
+			cpu = append(cpu, s.cpu.Seconds()/float64(s.units))
+		}
+		sum.peakRSS = max(sum.peakRSS, s.peakRSS)
+		sum.errs += s.errs
+		if sum.firstErr == nil {
+			sum.firstErr = s.firstErr
+		}
+	}
+	sum.rate, sum.p50, sum.p99, sum.cpuPerUnit = median(rates), median(p50), median(p99), median(cpu)
+	if sum.rate > 0 {
+		sum.spread = (slices.Max(rates) - slices.Min(rates)) / sum.rate
+	}
+	sum.ok = sum.rate > 0
+	return sum
+}
+
+func (s sample) brief(sc scenario) string {
+	out := formatRate(sc, s.rate)
+	if sc.latency {
+		out += fmt.Sprintf(" p50 %s p99 %s", formatDur(s.p50.Seconds()), formatDur(s.p99.Seconds()))
+	}
+	if s.cpu > 0 {
+		out += fmt.Sprintf(" cpu %.2fs", s.cpu.Seconds())
+	}
+	if s.errs > 0 {
+		out += fmt.Sprintf(" errors %d (%v)", s.errs, s.firstErr)
+	}
+	return out
+}
+
+func formatRate(sc scenario, rate float64) string {
+	if sc.bytes {
+		return fmt.Sprintf("%.0f MB/s", rate/1e6)
+	}
+	return fmt.Sprintf("%.0f %s", rate, sc.unit)
+}
+
+func formatDur(secs float64) string {
+	switch {
+	case secs == 0:
+		return "–"
+	case secs < 1e-3:
+		return fmt.Sprintf("%.0f µs", secs*1e6)
+	case secs < 1:
+		return fmt.Sprintf("%.2f ms", secs*1e3)
+	}
+	return fmt.Sprintf("%.2f s", secs)
+}
+
+// formatCPU gives the proxy's CPU per request or message in µs, per GB in
+// seconds.
+func formatCPU(sc scenario, perUnit float64) string {
+	if perUnit == 0 {
+		return "–"
+	}
+	if sc.bytes {
+		return fmt.Sprintf("%.2f s/GB", perUnit*1e9)
+	}
+	return fmt.Sprintf("%.0f µs/%s", perUnit*1e6, strings.TrimSuffix(sc.unit, "/s"))
+}
+
+func ratio(a, b summary) string {
+	if !a.ok || !b.ok {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a.rate/b.rate)
+}
+
+// bulkScenarios are where proxywatch must at least match bare goproxy.
+var bulkScenarios = []string{"http-download", "http-download-8", "http-upload", "tunnel-bulk", "mitm-bulk"}
+
+// report renders the results as Markdown.
+func (r *results) report() string {
+	var b strings.Builder
+	o := r.opts
+	fmt.Fprintf(&b, "Run of %s: %s %s/%s, %d CPUs, %d repetitions of %v windows (after %v warm-up), medians.\n\n",
+		time.Now().Format("2006-01-02"), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), o.reps, o.duration, o.warmup)
+
+	sum := map[string]map[string]summary{}
+	for _, sc := range r.scenarios {
+		sum[sc.name] = map[string]summary{}
+		for _, t := range r.targets {
+			sum[sc.name][t.name] = summarize(r.samples[sc.name][t.name])
+		}
+	}
+
+	b.WriteString("| scenario | proxy | throughput | spread | p50 | p99 | × direct | × bare | × tuned | proxy CPU | peak RSS | errors |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, sc := range r.scenarios {
+		for _, t := range r.targets {
+			s := sum[sc.name][t.name]
+			p50, p99 := "", ""
+			if sc.latency {
+				p50, p99 = formatDur(s.p50), formatDur(s.p99)
+			}
+			rss := "–"
+			if s.peakRSS > 0 {
+				rss = fmt.Sprintf("%.0f MiB", float64(s.peakRSS)/(1<<20))
+			}
+			errs := "0"
+			if s.errs > 0 || s.firstErr != nil {
+				errs = fmt.Sprintf("%d: %v", s.errs, oneLine(s.firstErr))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %.0f%% | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				sc.name, t.name, formatRate(sc, s.rate), 100*s.spread, p50, p99,
+				ratio(s, sum[sc.name]["direct"]), ratio(s, sum[sc.name][kindBare]), ratio(s, sum[sc.name][kindTuned]),
+				formatCPU(sc, s.cpuPerUnit), rss, errs)
+		}
+	}
+
+	if len(r.mem) > 0 {
+		b.WriteString("\n| idle CONNECT tunnels | proxy heap + stacks per tunnel |\n|---|--:|\n")
+		for _, t := range r.targets {
+			if v, ok := r.mem[t.name]; ok {
+				fmt.Fprintf(&b, "| %s | %.2f KiB |\n", t.name, median(v)/1024)
+			}
+		}
+	}
+
+	b.WriteString("\nTargets (issue 5):\n\n| target | figure | met |\n|---|---|---|\n")
+	check := func(name string, got, want float64, format string) {
+		met := "yes"
+		if got < want {
+			met = "**no**"
+		}
+		fmt.Fprintf(&b, "| %s | "+format+" | %s |\n", name, got, met)
+	}
+	for _, sc := range r.scenarios {
+		pw, tuned := sum[sc.name][kindPW], sum[sc.name][kindTuned]
+		if pw.ok && tuned.ok {
+			check(sc.name+": pw ≥ 0.97× tuned (cost of observing)", pw.rate/tuned.rate, 0.97, "%.2f×")
+		}
+	}
+	for _, name := range []string{"http-small", "mitm-small"} {
+		pw, peer := sum[name][kindPW], sum[name][kindPeer]
+		if pw.ok && peer.ok {
+			check(name+": pw ≥ 1.0× go-mitmproxy", pw.rate/peer.rate, 1.0, "%.2f×")
+		}
+	}
+	for _, name := range bulkScenarios {
+		pw, bare := sum[name][kindPW], sum[name][kindBare]
+		if pw.ok && bare.ok {
+			check(name+": pw ≥ 1.0× bare", pw.rate/bare.rate, 1.0, "%.2f×")
+		}
+	}
+	if pw, ok := r.mem[kindPW]; ok {
+		if tuned, ok := r.mem[kindTuned]; ok {
+			extra := median(pw) - median(tuned)
+			met := "yes"
+			if extra >= 1024 {
+				met = "**no**"
+			}
+			fmt.Fprintf(&b, "| memory per tracked live connection beyond goproxy's (pw − tuned) < 1 KiB | %.0f B | %s |\n", extra, met)
+		}
+	}
+	if r.hubNote != "" {
+		fmt.Fprintf(&b, "\n%s\n", r.hubNote)
+	}
+	for _, n := range r.notes {
+		fmt.Fprintf(&b, "\n%s\n", n)
+	}
+	return b.String()
+}
+
+func oneLine(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := strings.ReplaceAll(err.Error(), "\n", " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return s
+}

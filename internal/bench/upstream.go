@@ -1,0 +1,173 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// upstreams are the servers every scenario talks to, directly or through a
+// proxy: one plain-HTTP server (which also echoes WebSockets), two HTTPS
+// servers with the same handlers (one whose CONNECTs the proxies pass through,
+// one they decrypt), and a TCP server that holds connections open.
+type upstreams struct {
+	plain   string // host:port
+	tunnel  string // host:port of the HTTPS server reached through tunnels
+	mitm    string // host:port of the HTTPS server whose CONNECTs are decrypted
+	hold    string // host:port of the TCP server that holds connections
+	certPEM []byte
+	roots   *x509.CertPool // trusts the HTTPS servers
+
+	closers []io.Closer
+}
+
+// smallBody is the size of the small responses.
+const smallBody = 1024
+
+// chunk is the buffer the bulk handlers write from and read into.
+var chunk = func() []byte {
+	b := make([]byte, 256<<10)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	return b
+}()
+
+func startUpstreams() (*upstreams, error) {
+	u := &upstreams{}
+	mux := http.NewServeMux()
+	small := chunk[:smallBody]
+	mux.HandleFunc("/small", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(smallBody))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(small)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		for n > 0 {
+			b := chunk[:min(int64(len(chunk)), n)]
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+			n -= int64(len(b))
+		}
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 256<<10)
+		n, _ := io.CopyBuffer(io.Discard, r.Body, buf)
+		_, _ = io.WriteString(w, strconv.FormatInt(n, 10))
+	})
+	upgrader := websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096}
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			t, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(t, msg); err != nil {
+				return
+			}
+		}
+	})
+
+	cert, certPEM, err := selfSigned()
+	if err != nil {
+		return nil, err
+	}
+	u.certPEM = certPEM
+	u.roots = x509.NewCertPool()
+	u.roots.AppendCertsFromPEM(certPEM)
+
+	serve := func(useTLS bool) (string, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+		if useTLS {
+			// HTTP/1.1 only, as through every proxy here.
+			l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+		}
+		u.closers = append(u.closers, srv)
+		go srv.Serve(l)
+		return l.Addr().String(), nil
+	}
+	if u.plain, err = serve(false); err != nil {
+		return nil, err
+	}
+	if u.tunnel, err = serve(true); err != nil {
+		return nil, err
+	}
+	if u.mitm, err = serve(true); err != nil {
+		return nil, err
+	}
+
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	u.closers = append(u.closers, hl)
+	go func() {
+		for {
+			c, err := hl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, _ = io.Copy(io.Discard, c)
+				_ = c.Close()
+			}()
+		}
+	}()
+	u.hold = hl.Addr().String()
+	return u, nil
+}
+
+func (u *upstreams) close() {
+	for _, c := range u.closers {
+		_ = c.Close()
+	}
+}
+
+// selfSigned makes the upstreams' certificate: ECDSA P-256 for 127.0.0.1.
+func selfSigned() (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "proxywatch bench upstream"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:              []string{"localhost"},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certPEM(der), nil
+}

@@ -410,3 +410,88 @@ func TestDroppedLogRecords(t *testing.T) {
 		t.Errorf("observer_dropped_events_total = %v, want between %d and Stats.Dropped %d", got, dropped, st.Dropped)
 	}
 }
+
+// TestWebSocketUpgrade checks what the package documentation says of a plain
+// request that upgrades: it opens as HTTP, is live as WebSocket, and closes as
+// WebSocket, with its bytes in the WebSocket size histograms.
+func TestWebSocketUpgrade(t *testing.T) {
+	ws := proxytest.UpgradeEcho(t)
+	p := proxywatch.New(nil)
+	c := pwprom.New(p, &pwprom.Options{SizeBuckets: []float64{1000, 10_000}})
+	stop := p.Observe(c)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	ms := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer ms.Close()
+	pu := proxytest.Serve(t, p)
+
+	conn, br := proxytest.Upgrade(t, pu, ws.URL+"/ws")
+	proxytest.WaitFor(t, "the WebSocket protocol", func() bool {
+		cs := p.Connections()
+		return len(cs) == 1 && cs[0].Protocol == proxywatch.ProtoWebSocket
+	})
+	const msgSize = 4321
+	if _, err := io.WriteString(conn, strings.Repeat("w", msgSize)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(br, make([]byte, msgSize)); err != nil {
+		t.Fatal(err)
+	}
+	fams := scrape(t, ms.URL)
+	if got := value(t, fams, "proxywatch_connections_opened_total", "protocol=HTTP"); got != 1 {
+		t.Errorf("opened{HTTP} = %v, want 1", got)
+	}
+	if got := value(t, fams, "proxywatch_connections_opened_total", "protocol=WebSocket"); got != 0 {
+		t.Errorf("opened{WebSocket} = %v, want 0", got)
+	}
+	if got := value(t, fams, "proxywatch_live_connections", "protocol=WebSocket"); got != 1 {
+		t.Errorf("live{WebSocket} = %v, want 1", got)
+	}
+	if got := value(t, fams, "proxywatch_live_connections", "protocol=HTTP"); got != 0 {
+		t.Errorf("live{HTTP} = %v, want 0", got)
+	}
+
+	if err := conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, br)
+	conn.Close()
+	proxytest.WaitIdle(t, p)
+	stop()
+	hist := p.History()
+	if len(hist) != 1 || hist[0].Protocol != proxywatch.ProtoWebSocket {
+		t.Fatalf("History = %+v, want one WebSocket", hist)
+	}
+	ci := hist[0]
+	// After the 101, the bytes on the wire are counted: what the client sent
+	// and what came back.
+	if ci.Up != msgSize || ci.Down != msgSize || ci.EndReason != proxywatch.EndCompleted {
+		t.Errorf("WebSocket up/down = %d/%d (%s), want %d each, completed", ci.Up, ci.Down, ci.EndReason, msgSize)
+	}
+	upTo := func(n uint64, le uint64) int {
+		if n <= le {
+			return 1
+		}
+		return 0
+	}
+	var want strings.Builder
+	fmt.Fprintf(&want, `
+# HELP proxywatch_connections_closed_total Connections that ended, by protocol and end reason.
+# TYPE proxywatch_connections_closed_total counter
+proxywatch_connections_closed_total{protocol="WebSocket",reason=%q} 1
+# HELP proxywatch_connection_size_bytes Bytes each ended connection carried, by protocol and direction (up: client to upstream, down: upstream to client).
+# TYPE proxywatch_connection_size_bytes histogram
+`, ci.EndReason)
+	for _, d := range []struct {
+		dir string
+		n   uint64
+	}{{"down", ci.Down}, {"up", ci.Up}} {
+		fmt.Fprintf(&want, `proxywatch_connection_size_bytes_bucket{direction=%[1]q,protocol="WebSocket",le="1000"} %[2]d
+proxywatch_connection_size_bytes_bucket{direction=%[1]q,protocol="WebSocket",le="10000"} %[3]d
+proxywatch_connection_size_bytes_bucket{direction=%[1]q,protocol="WebSocket",le="+Inf"} 1
+proxywatch_connection_size_bytes_sum{direction=%[1]q,protocol="WebSocket"} %[4]d
+proxywatch_connection_size_bytes_count{direction=%[1]q,protocol="WebSocket"} 1
+`, d.dir, upTo(d.n, 1000), upTo(d.n, 10_000), d.n)
+	}
+	scrapeCompare(t, ms.URL, want.String(), "proxywatch_connections_closed_total", "proxywatch_connection_size_bytes")
+}

@@ -102,6 +102,47 @@ func Connect(t testing.TB, proxy *url.URL, target string) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
+// UpgradeEcho is an upstream that answers any request with a WebSocket 101
+// and then echoes the raw bytes back until EOF (no framing: the proxy does
+// not look at frames).
+func UpgradeEcho(t testing.TB) *httptest.Server {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		_, _ = io.Copy(c, brw)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Upgrade sends a plain-HTTP WebSocket upgrade for target (an http:// URL)
+// through the proxy and reads the 101. It returns the connection and the
+// reader to read the rest from.
+func Upgrade(t testing.TB, proxy *url.URL, target string) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", proxy.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+		target, u.Host)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		c.Close()
+		t.Fatalf("upgrade: %v, %v", resp, err)
+	}
+	return c.(*net.TCPConn), br
+}
+
 // ClosedPort returns a loopback address that nothing listens on.
 func ClosedPort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest'
 import { takeTokenFromURL, socketURL } from '../src/lib/auth'
 import { filterRows, sortRows } from '../src/lib/columns'
-import { formatBytes, formatDuration, formatRate } from '../src/lib/format'
+import { formatBytes, formatDuration, formatRate, niceScale } from '../src/lib/format'
 import type { Conn } from '../src/lib/protocol'
 
 describe('format', () => {
@@ -84,5 +84,14 @@ describe('table rows', () => {
     expect(filterRows(rows, '10.0.0.9').map((r) => r.id)).toEqual([3])
     expect(filterRows(rows, 'test c.').map((r) => r.id)).toEqual([3])
     expect(filterRows(rows, '  ')).toBe(rows)
+  })
+})
+
+describe('chart scale', () => {
+  it('puts grid lines on round binary figures', () => {
+    expect(niceScale(0)).toEqual({ step: 256, top: 1024 })
+    expect(niceScale(500 * 1024)).toEqual({ step: 200 * 1024, top: 600 * 1024 })
+    expect(niceScale(3 * 1024 * 1024)).toEqual({ step: 1024 * 1024, top: 4 * 1024 * 1024 })
+    expect(niceScale(900)).toEqual({ step: 250, top: 1000 })
   })
 })

@@ -54,3 +54,20 @@ export function formatClock(ms: number): string {
 export function formatCount(n: number): string {
   return n.toLocaleString('en-US')
 }
+
+/**
+ * niceScale picks the y axis top and step in binary units, so that the grid
+ * lines fall on round numbers of KiB/s or MiB/s rather than on round numbers
+ * of bytes (195 KiB/s).
+ */
+export function niceScale(max: number): { step: number; top: number } {
+  if (!(max > 0)) return { step: 256, top: 1024 }
+  let unit = 1
+  while (max / unit >= 1024) unit *= 1024
+  const raw = max / unit / 4
+  const mag = 10 ** Math.floor(Math.log10(raw))
+  const norm = raw / mag
+  const nice = norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10
+  const step = nice * mag * unit
+  return { step, top: Math.ceil((max * 1.05) / step) * step }
+}

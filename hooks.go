@@ -138,7 +138,7 @@ func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http
 	if rt.next != nil {
 		resp, err = rt.next.RoundTrip(req, ctx)
 	} else {
-		resp, err = rt.p.gp.Tr.RoundTrip(req)
+		resp, err = rt.p.gp.Tr.RoundTrip(upstreamHop(req))
 	}
 	if err != nil {
 		e.rtErr.CompareAndSwap(nil, &errorBox{err})
@@ -164,6 +164,21 @@ func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http
 		resp.Body = &respBody{ReadCloser: resp.Body, e: e, p: rt.p}
 	}
 	return resp, nil
+}
+
+// upstreamHop returns the request to send upstream. A client's
+// "Connection: close" (req.Close) is hop-by-hop: it closes the client's
+// connection, which goproxy and net/http still do since they keep req, but
+// not the upstream one, which goes back to the idle pool instead of costing a
+// new TCP and TLS handshake on the next request (net/http/httputil's
+// ReverseProxy does the same).
+func upstreamHop(req *http.Request) *http.Request {
+	if !req.Close {
+		return req
+	}
+	out := req.WithContext(req.Context()) // a shallow copy
+	out.Close = false
+	return out
 }
 
 // WrapRoundTripper returns rt wrapped so that the request of ctx keeps being

@@ -108,6 +108,14 @@
 // embedding program's own logs can join them through [Proxy.SlogHandler];
 // the proxy's http.Server errors arrive too. Logging never blocks the proxy.
 //
+// A log line costs only what someone wants of it. Below Options.LogLevel, or
+// below the lowest level any log observer wants, it is not even formatted. A
+// LogObserver that also implements slog.Leveler tells that level with Level,
+// which is asked for every line and so must be cheap (embed a
+// *slog.LevelVar); one that does not wants every level. A record that is
+// made goes to every log observer, which filters finer itself, and a record
+// that no observer has room for is counted as dropped without being made.
+//
 // # Concurrency
 //
 // All methods of Proxy are safe for concurrent use. New starts no goroutine;

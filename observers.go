@@ -1,6 +1,7 @@
 package proxywatch
 
 import (
+	"log/slog"
 	"sync"
 	"sync/atomic"
 )
@@ -23,6 +24,7 @@ type subscriber struct {
 	traffic TrafficObserver
 	conns   ConnObserver
 	logs    LogObserver
+	leveler slog.Leveler // logs, when it says the lowest level it wants
 
 	trafficQ chan TrafficSample
 	connQ    chan ConnEvent
@@ -105,8 +107,54 @@ func newSubscriber(t TrafficObserver, c ConnObserver, l LogObserver, queue int) 
 	}
 	if l != nil {
 		s.logQ = make(chan LogRecord, queue)
+		s.leveler, _ = l.(slog.Leveler)
 	}
 	return s
+}
+
+// wantsLog reports whether s wants log records at level l.
+func (s *subscriber) wantsLog(l slog.Level) bool {
+	return s.logQ != nil && (s.leveler == nil || l >= s.leveler.Level())
+}
+
+// wantsLog reports whether some log observer wants records at level l. The
+// log sink asks before it makes a record: a record nobody wants is never
+// formatted.
+func (o *observers) wantsLog(l slog.Level) bool {
+	for _, s := range o.load() {
+		if s.wantsLog(l) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropLogIfFull reports whether the queue of every log observer is full. If
+// so, it counts the next record as dropped for each of them, as emitLog
+// would, and the log sink does not make that record at all: dropping costs
+// no formatting and no allocation.
+func (o *observers) dropLogIfFull() bool {
+	list := o.load()
+	n := 0
+	for _, s := range list {
+		if s.logQ == nil {
+			continue
+		}
+		if len(s.logQ) < cap(s.logQ) {
+			return false
+		}
+		n++
+	}
+	if n == 0 {
+		return false
+	}
+	for _, s := range list {
+		if s.logQ != nil {
+			s.missed.Add(1)
+		}
+	}
+	o.dropped.Add(uint64(n))
+	return true
 }
 
 func (s *subscriber) start() {
@@ -157,6 +205,8 @@ func (s *subscriber) drain() {
 
 // Observe starts delivering events to o, which must implement at least one of
 // TrafficObserver, ConnObserver and LogObserver; each it implements is used.
+// A LogObserver that also implements slog.Leveler says with Level the lowest
+// level it wants now (see the package documentation, # Logs).
 // o gets its own goroutine and queues (see the package documentation,
 // # Observers). The returned stop function removes o, delivers what was queued
 // for it and waits until o is no longer called; it is idempotent. Observe

@@ -158,6 +158,7 @@ func New(opts *Options) *Proxy {
 		p.gp.Tr.TLSClientConfig = cfg
 	}
 	p.sink = newLogSink(p.logLevel, p.resolveSession, p.emitLog)
+	p.sink.wants, p.sink.full = p.obs.wantsLog, p.obs.dropLogIfFull
 	// goproxy only formats INFO lines when Verbose is set; the sink filters by
 	// level before formatting anything, so keeping it on costs little.
 	p.gp.Verbose = true

@@ -147,12 +147,15 @@ type entry struct {
 	client   *trackedConn
 	upstream net.Conn
 	cancel   context.CancelFunc
+	mitm     bool // a request decrypted from a CONNECT: client is the CONNECT's
 
 	// Outcome, written by the I/O path, read when it ends.
-	rtErr    atomic.Pointer[errorBox] // the round trip failed
-	bodyErr  atomic.Pointer[errorBox] // the upstream body or tunnel failed mid-way
-	hasBody  atomic.Bool              // the response had a body to copy
-	bodyDone atomic.Bool              // ... and it was read to EOF
+	rtErr     atomic.Pointer[errorBox] // the round trip failed
+	rtPending atomic.Bool              // the round trip is in flight
+	reqErr    atomic.Pointer[errorBox] // the client's request body failed mid-way
+	bodyErr   atomic.Pointer[errorBox] // the upstream body or tunnel failed mid-way
+	hasBody   atomic.Bool              // the response had a body to copy
+	bodyDone  atomic.Bool              // ... and it was read to EOF
 
 	// Owned by the sampler (under registry.mu).
 	lastUp, lastDown uint64

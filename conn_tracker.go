@@ -29,6 +29,8 @@ type trackedConn struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	ahead readAhead // MITM requests only: notices the client leaving
+
 	// Owned by the sampler goroutine.
 	lastWire   uint64
 	lastChange time.Time
@@ -67,6 +69,11 @@ type connectStart struct {
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
+	if c.ahead.pending.Load() {
+		if n, err, ok := c.takeAhead(b); ok {
+			return n, err
+		}
+	}
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.wire.Add(uint64(n))
@@ -115,6 +122,132 @@ func (c *trackedConn) failure() error {
 		return b.err
 	}
 	return nil
+}
+
+// SetReadDeadline sets the read deadline, and remembers it for when a read
+// ahead is stopped.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	c.ahead.mu.Lock()
+	c.ahead.deadline = t
+	c.ahead.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines, and remembers the read one for when a
+// read ahead is stopped.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.ahead.mu.Lock()
+	c.ahead.deadline = t
+	c.ahead.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+// readAhead reads a MITM client connection while nobody else does, so that
+// the Proxy notices the client going away while its request waits for the
+// upstream. net/http does this for plain requests (its background read
+// cancels the request of a client that left), but goproxy reads a MITM'd
+// connection only when it wants the next request: without this, a client
+// that gave up on a stalled upstream would keep its request, and the upstream
+// connection, until the idle timeout. What is read ahead (a pipelined
+// request, a TLS alert) is handed to the next Read, which first stops the
+// read ahead with a past deadline, as net/http stops its own.
+type readAhead struct {
+	pending atomic.Bool // a read ahead runs, or left bytes or an error: Read must look
+
+	mu       sync.Mutex
+	running  bool
+	done     chan struct{} // closed when the running read ahead returned
+	buf      []byte        // read ahead, not handed over yet
+	err      error         // what ended the read ahead, handed over after buf
+	deadline time.Time     // the owner's read deadline, restored after a stop
+}
+
+// maxReadAhead bounds what a read ahead keeps: a client pipelining requests
+// is then held back by TCP flow control, as it would be without it.
+const maxReadAhead = 64 << 10
+
+// aLongTimeAgo is a deadline in the past: it stops a pending read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watchGone starts a read ahead unless one runs or the client already ended.
+// gone is called if the read ahead finds the client gone (EOF or an error).
+// The caller must know that nobody reads the connection until the next Read
+// of c, which stops the read ahead.
+func (c *trackedConn) watchGone(gone func()) {
+	a := &c.ahead
+	a.mu.Lock()
+	if a.running || a.err != nil || len(a.buf) >= maxReadAhead {
+		a.mu.Unlock()
+		return
+	}
+	a.running = true
+	a.done = make(chan struct{})
+	a.pending.Store(true)
+	done := a.done
+	a.mu.Unlock()
+	go c.readAheadLoop(done, gone)
+}
+
+func (c *trackedConn) readAheadLoop(done chan struct{}, gone func()) {
+	defer close(done)
+	a := &c.ahead
+	tmp := make([]byte, 1024)
+	for {
+		n, err := c.Conn.Read(tmp)
+		stopped := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed)
+		a.mu.Lock()
+		if n > 0 {
+			a.buf = append(a.buf, tmp[:n]...)
+			c.wire.Add(uint64(n))
+		}
+		if err != nil && !stopped {
+			a.err = err
+		}
+		end := err != nil || len(a.buf) >= maxReadAhead
+		if end {
+			a.running = false
+		}
+		a.mu.Unlock()
+		if err != nil && !stopped {
+			c.noteErr(err)
+			gone()
+		}
+		if end {
+			return
+		}
+	}
+}
+
+// takeAhead stops the read ahead if one runs and hands over what it read;
+// ok is false when there is nothing to hand over, and the caller reads the
+// connection itself.
+func (c *trackedConn) takeAhead(b []byte) (n int, err error, ok bool) {
+	a := &c.ahead
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for a.running {
+		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+		done := a.done
+		a.mu.Unlock()
+		<-done
+		a.mu.Lock()
+		_ = c.Conn.SetReadDeadline(a.deadline)
+	}
+	switch {
+	case len(a.buf) > 0:
+		n = copy(b, a.buf)
+		a.buf = a.buf[n:]
+		if len(a.buf) == 0 {
+			a.buf = nil
+		}
+	case a.err != nil:
+		return 0, a.err, true // as the connection would answer again
+	default:
+		a.pending.Store(false)
+		return 0, nil, false
+	}
+	a.pending.Store(len(a.buf) > 0 || a.err != nil)
+	return n, nil, true
 }
 
 // Close closes the connection once and forgets it.

@@ -44,6 +44,7 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 		// A request decrypted from a MITM'd CONNECT: its context comes from
 		// goproxy's own parser, so find the client connection by address.
 		e.info.Protocol = ProtoHTTPMITM
+		e.mitm = true
 		if req.URL.Scheme == "https" {
 			e.info.Protocol = ProtoHTTPSMITM
 		}
@@ -73,10 +74,16 @@ func (p *Proxy) requestDone(e *entry) {
 	e.cancel()
 	reason, err := EndCompleted, error(nil)
 	switch {
+	case e.rtPending.Load():
+		// The request ended while goproxy still waited for the upstream:
+		// only the client going away ends a request that early.
+		reason, err = EndClientClosed, e.client.failure()
 	case e.rtErr.Load() != nil:
 		err = e.rtErr.Load().err
 		reason = EndUpstreamError
-		if e.client.gone() || isCanceled(err) {
+		if b := e.reqErr.Load(); b != nil {
+			reason, err = EndClientClosed, b.err
+		} else if isCanceled(err) {
 			reason = EndClientClosed
 		}
 	case e.bodyErr.Load() != nil:
@@ -96,6 +103,18 @@ func (p *Proxy) requestDone(e *entry) {
 		// goproxy never closes the client side of a plain-HTTP WebSocket
 		// (research/goproxy.md §3): without this the client would wait forever.
 		_ = e.client.Close()
+	}
+}
+
+// watchClient makes the client connection of a MITM request read ahead
+// while the request waits for the upstream, so that the request is cancelled
+// (and ends with EndClientClosed) when the client goes away; see readAhead.
+// It is called when the request was read to its end and the round trip is
+// pending: goproxy does not read the connection again before the response
+// is written.
+func (e *entry) watchClient() {
+	if e.mitm && e.client != nil && e.rtPending.Load() {
+		e.client.watchGone(e.cancel)
 	}
 }
 
@@ -130,8 +149,12 @@ type countingRT struct {
 
 func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
 	e := rt.e
+	e.rtPending.Store(true)
+	defer e.rtPending.Store(false) // after rtErr is set
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &reqBody{ReadCloser: req.Body, e: e}
+	} else {
+		e.watchClient()
 	}
 	var resp *http.Response
 	var err error

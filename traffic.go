@@ -161,6 +161,13 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.e.up.Add(uint64(n))
 	}
+	if err != nil {
+		if isEOF(err) {
+			b.e.watchClient()
+		} else {
+			b.e.reqErr.CompareAndSwap(nil, &errorBox{err})
+		}
+	}
 	return n, err
 }
 
@@ -314,6 +321,15 @@ func spliceCopy(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 	}
 }
 
+// peerFailed reports whether writing to c fails, after a splice into c
+// failed. A splice's error does not say which side it came from: reading the
+// source or writing c. A write of no bytes still reports a reset or closed
+// peer (on Linux, where splice is used), so it tells whose the failure was.
+func peerFailed(c *net.TCPConn) bool {
+	_, err := c.Write(nil)
+	return err != nil
+}
+
 // writerOnly hides a ReadFrom method so io.Copy falls back to Write.
 type writerOnly struct{ io.Writer }
 
@@ -329,7 +345,11 @@ func (c *trackedTCPConn) ReadFrom(r io.Reader) (int64, error) {
 				c.wire.Add(uint64(n))
 			})
 			if err != nil {
-				t.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+				if peerFailed(dst) {
+					c.noteErr(err) // writing to the client failed: it went away
+				} else {
+					t.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+				}
 			}
 			return n, err
 		}
@@ -349,7 +369,11 @@ func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
 				t.wire.Add(uint64(n))
 			})
 			if err != nil {
-				t.noteErr(err)
+				if peerFailed(dst) {
+					c.e.bodyErr.CompareAndSwap(nil, &errorBox{err}) // writing upstream failed
+				} else {
+					t.noteErr(err)
+				}
 			}
 			return n, err
 		}

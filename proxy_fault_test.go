@@ -1,0 +1,849 @@
+package proxywatch_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/proxywatch/proxywatch"
+	"go.uber.org/goleak"
+)
+
+// The fault suite drives real clients through a real Proxy to real upstreams
+// on loopback, injects one fault per scenario, and then checks what must hold
+// whatever the network did:
+//
+//   - the live set is empty and every opened connection was closed;
+//   - the totals equal the sum over the closed history;
+//   - the client saw its complete response or an error, never a silently
+//     truncated one;
+//   - the upstream side was released (no upstream handler still running);
+//   - no goroutine and no file descriptor outlives the scenario.
+
+// faultUpstream is one upstream handler whose behaviour is chosen by the
+// request path, so that the same faults can be served over plain HTTP and
+// TLS. n is the size the response announces, m what it really sends.
+//
+//	/ok?n=         Content-Length n, the whole body
+//	/chunked?n=    no Content-Length, the body in flushed pieces
+//	/drip?n=       Content-Length n, one byte at a time
+//	/slow?n=       Content-Length n, 10 kB every 20 ms until done or cancelled
+//	/reset?n=&m=   Content-Length n, m bytes, then a TCP reset
+//	/lie?n=&m=     Content-Length n, m bytes, then a clean close (short body)
+//	/over?n=&m=    Content-Length n, n+m bytes (more than announced)
+//	/chunkbreak?m= chunked, m bytes, then a close without the last chunk
+//	/stall?n=&m=   Content-Length n, m bytes, then nothing until cancelled
+//	/stallhdr      nothing at all until cancelled
+//	/upload        reads the request body and answers its size
+//	/ws            101, then echoes until the client closes its side
+//	/wsreset       101, echoes one read, then a TCP reset
+//	/wsmute        101, then reads and discards, never writes
+type faultUpstream struct {
+	inflight atomic.Int64 // handlers running
+	served   atomic.Int64 // handlers started
+	uploadOK atomic.Int64 // uploads read to the end
+}
+
+func (f *faultUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.inflight.Add(1)
+	defer f.inflight.Add(-1)
+	f.served.Add(1)
+	q := r.URL.Query()
+	n, _ := strconv.Atoi(q.Get("n"))
+	m, _ := strconv.Atoi(q.Get("m"))
+	flush := func() { _ = http.NewResponseController(w).Flush() }
+	setLen := func(n int) { w.Header().Set("Content-Length", strconv.Itoa(n)) }
+	switch r.URL.Path {
+	case "/ok":
+		setLen(n)
+		_, _ = w.Write(payload(n))
+	case "/chunked":
+		body := payload(n)
+		for len(body) > 0 {
+			k := min(len(body), 7000)
+			if _, err := w.Write(body[:k]); err != nil {
+				return
+			}
+			flush()
+			body = body[k:]
+		}
+	case "/drip":
+		setLen(n)
+		body := payload(n)
+		for i := range body {
+			if _, err := w.Write(body[i : i+1]); err != nil {
+				return
+			}
+			flush()
+			time.Sleep(time.Millisecond)
+		}
+	case "/slow":
+		setLen(n)
+		body := payload(n)
+		for len(body) > 0 {
+			k := min(len(body), 10_000)
+			if _, err := w.Write(body[:k]); err != nil {
+				return
+			}
+			flush()
+			body = body[k:]
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	case "/reset", "/lie":
+		setLen(n)
+		_, _ = w.Write(payload(m))
+		flush()
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		if r.URL.Path == "/reset" {
+			if tc, ok := rawConn(c).(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			_ = rawConn(c).Close() // no TLS close_notify: a reset
+			return
+		}
+		_ = c.Close()
+	case "/over":
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", n)
+		_, _ = c.Write(payload(n + m))
+	case "/chunkbreak":
+		for i := 0; i < m; i += 5000 {
+			_, _ = w.Write(payload(min(5000, m-i)))
+			flush()
+		}
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			_ = c.Close()
+		}
+	case "/stall":
+		setLen(n)
+		_, _ = w.Write(payload(m))
+		flush()
+		<-r.Context().Done()
+	case "/stallhdr":
+		<-r.Context().Done()
+	case "/upload":
+		got, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			return
+		}
+		f.uploadOK.Add(1)
+		body := []byte(strconv.FormatInt(got, 10))
+		setLen(len(body))
+		_, _ = w.Write(body)
+	case "/ws", "/wsreset", "/wsmute":
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		switch r.URL.Path {
+		case "/ws":
+			_, _ = io.Copy(c, brw)
+		case "/wsreset":
+			buf := make([]byte, 64<<10)
+			k, _ := brw.Read(buf)
+			_, _ = c.Write(buf[:k])
+			if tc, ok := rawConn(c).(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			_ = rawConn(c).Close()
+		case "/wsmute":
+			_, _ = io.Copy(io.Discard, brw)
+		}
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// rawConn returns the TCP connection under a TLS one.
+func rawConn(c net.Conn) net.Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return c
+}
+
+// fdCount returns the number of open file descriptors of the process, where
+// the system tells it (ok false elsewhere).
+func fdCount() (int, bool) {
+	fds, ok := openFDs()
+	return len(fds), ok
+}
+
+// openFDs returns what each open file descriptor refers to, by number.
+func openFDs() (map[string]string, bool) {
+	if runtime.GOOS != "linux" {
+		return nil, false
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil, false
+	}
+	out := make(map[string]string, len(ents))
+	for _, e := range ents {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		out[e.Name()] = target
+	}
+	return out, true
+}
+
+// leakCheck must be the first thing a test calls: at the very end of the test,
+// after every other cleanup (proxy, upstreams, clients) ran, it checks that no
+// goroutine and no file descriptor the test created is left.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	// The network poller's descriptors are made on first use; make sure they
+	// exist before counting.
+	if l, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		l.Close()
+	}
+	ignore := goleak.IgnoreCurrent()
+	before, fdOK := openFDs()
+	fds := len(before)
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, ignore)
+		if !fdOK {
+			return
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			n, _ := fdCount()
+			if n <= fds {
+				return
+			}
+			// Tunnels splice through pipes that the runtime pools; the
+			// pool lets them go (and closes them) only after collections.
+			runtime.GC()
+			if time.Now().After(deadline) {
+				after, _ := openFDs()
+				var extra []string
+				for fd, target := range after {
+					if before[fd] != target {
+						extra = append(extra, fd+" -> "+target)
+					}
+				}
+				t.Errorf("%d file descriptors open after the test, %d before: %v", n, fds, extra)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// faultEnv is a Proxy with three upstreams sharing one faultUpstream: plain
+// HTTP, TLS that the proxy decrypts (MITM), TLS that it tunnels.
+type faultEnv struct {
+	p          *proxywatch.Proxy
+	pu         *url.URL
+	f          *faultUpstream
+	plain      *httptest.Server
+	mitm       *httptest.Server
+	tun        *httptest.Server
+	mitmRoots  *x509.CertPool // what a client of the MITM upstream trusts
+	tunRoots   *x509.CertPool // what a client of the tunnelled upstream trusts
+	deadTarget string         // a loopback address where nothing listens
+	clients    []*http.Client
+}
+
+// newFaultEnv starts the environment; opts may set anything but MITM and
+// UpstreamCAs. It calls leakCheck first.
+func newFaultEnv(t *testing.T, opts *proxywatch.Options) *faultEnv {
+	t.Helper()
+	leakCheck(t)
+	e := &faultEnv{f: &faultUpstream{}}
+	e.plain = httptest.NewServer(e.f)
+	t.Cleanup(e.plain.Close)
+	e.mitm = quietTLSServer(e.f)
+	t.Cleanup(e.mitm.Close)
+	e.tun = quietTLSServer(e.f)
+	t.Cleanup(e.tun.Close)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.deadTarget = dead.Addr().String()
+	dead.Close()
+
+	ca, err := proxywatch.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts == nil {
+		opts = &proxywatch.Options{}
+	}
+	mitmHost := e.mitm.Listener.Addr().String()
+	opts.MITM = &proxywatch.MITM{CA: ca, Match: func(host string) bool {
+		return host == mitmHost || host == e.deadTarget
+	}}
+	opts.UpstreamCAs = []*x509.Certificate{e.mitm.Certificate()}
+	e.p, e.pu = setup(t, opts)
+	e.mitmRoots = x509.NewCertPool()
+	e.mitmRoots.AddCert(ca.Leaf)
+	e.tunRoots = x509.NewCertPool()
+	e.tunRoots.AddCert(e.tun.Certificate())
+	return e
+}
+
+// quietTLSServer is httptest.NewTLSServer without the log lines of the
+// handshakes that the faults cut short.
+func quietTLSServer(h http.Handler) *httptest.Server {
+	s := httptest.NewUnstartedServer(h)
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	return s
+}
+
+// The modes a request-shaped fault is tried in.
+const (
+	modePlain  = "plain"
+	modeTunnel = "tunnel"
+	modeMITM   = "mitm"
+)
+
+var httpModes = []string{modePlain, modeTunnel, modeMITM}
+
+// url returns the URL of path on the upstream of mode; dead chooses the
+// address where nothing listens.
+func (e *faultEnv) url(mode, path string, dead bool) string {
+	var base string
+	switch mode {
+	case modePlain:
+		base = e.plain.URL
+		if dead {
+			base = "http://" + e.deadTarget
+		}
+	case modeTunnel:
+		base = e.tun.URL
+		if dead {
+			// The tunnel is dialled before any TLS: a tunnel to nowhere.
+			base = "https://127.0.0.2:" + portOf(e.deadTarget)
+		}
+	case modeMITM:
+		base = e.mitm.URL
+		if dead {
+			base = "https://" + e.deadTarget
+		}
+	}
+	return base + path
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// client returns a client of the proxy for mode. Every client has its own
+// transport, closed when the test ends.
+func (e *faultEnv) client(t *testing.T, mode string) *http.Client {
+	var c *http.Client
+	switch mode {
+	case modeTunnel:
+		c = client(t, e.pu, e.tunRoots)
+	case modeMITM:
+		c = client(t, e.pu, e.mitmRoots)
+	default:
+		c = client(t, e.pu, nil)
+	}
+	e.clients = append(e.clients, c)
+	return c
+}
+
+// protocol is the protocol a request of mode is recorded with.
+func protocol(mode string) proxywatch.Protocol {
+	switch mode {
+	case modeTunnel:
+		return proxywatch.ProtoTunnel
+	case modeMITM:
+		return proxywatch.ProtoHTTPSMITM
+	}
+	return proxywatch.ProtoHTTP
+}
+
+// outcome is what one client saw.
+type outcome struct {
+	status int
+	got    int
+	want   int // the size of the complete body, -1 when unknown
+	err    error
+}
+
+func (o outcome) complete() bool {
+	return o.err == nil && o.status == http.StatusOK && (o.want < 0 || o.got == o.want)
+}
+
+// failed reports whether the client was told something went wrong: an error,
+// or an error status.
+func (o outcome) failed() bool { return o.err != nil || o.status >= 500 }
+
+func (o outcome) String() string {
+	return fmt.Sprintf("status %d, %d of %d bytes, err %v", o.status, o.got, o.want, o.err)
+}
+
+// do sends req with c and reads the whole response body.
+func do(c *http.Client, req *http.Request, want int) outcome {
+	o := outcome{want: want}
+	resp, err := c.Do(req)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	defer resp.Body.Close()
+	o.status = resp.StatusCode
+	n, err := io.Copy(io.Discard, resp.Body)
+	o.got, o.err = int(n), err
+	if resp.StatusCode == http.StatusOK && resp.ContentLength >= 0 && o.want < 0 {
+		o.want = int(resp.ContentLength)
+	}
+	return o
+}
+
+// checkClean asserts the invariants that hold after any scenario, once the
+// clients are done: empty live set, every opened connection closed, totals
+// equal to the sum over the history, upstream handlers released.
+func (e *faultEnv) checkClean(t *testing.T) {
+	t.Helper()
+	for _, c := range e.clients {
+		c.CloseIdleConnections() // a kept-alive tunnel or MITM connection is live
+	}
+	waitIdle(t, e.p)
+	waitFor(t, "the upstream handlers to return", func() bool { return e.f.inflight.Load() == 0 })
+	checkTotals(t, e.p)
+	st := e.p.Stats()
+	if st.Opened != st.Closed || st.Live != 0 {
+		t.Errorf("Stats: opened %d, closed %d, live %d", st.Opened, st.Closed, st.Live)
+	}
+	if hist := e.p.History(); uint64(len(hist)) != st.Closed && len(hist) < 1000 {
+		t.Errorf("history holds %d connections, %d closed", len(hist), st.Closed)
+	}
+}
+
+// reasons returns the end reasons of the closed connections.
+func reasons(p *proxywatch.Proxy) []proxywatch.EndReason {
+	var out []proxywatch.EndReason
+	for _, c := range p.History() {
+		out = append(out, c.EndReason)
+	}
+	return out
+}
+
+// errReader returns n bytes, then fails once ready reports true: a client
+// that dies mid-upload, after the upload reached the upstream.
+type errReader struct {
+	n     int
+	ready func() bool
+}
+
+func (r *errReader) Read(b []byte) (int, error) {
+	if r.n == 0 {
+		for deadline := time.Now().Add(10 * time.Second); !r.ready() && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		return 0, errors.New("client gave up mid-body")
+	}
+	k := min(len(b), r.n)
+	copy(b, payload(k))
+	r.n -= k
+	return k, nil
+}
+
+// TestFaultHTTPModes tries each request-shaped fault in plain HTTP, through a
+// tunnel and through MITM.
+func TestFaultHTTPModes(t *testing.T) {
+	const big = 100_000
+	type check int
+	const (
+		wantComplete check = iota // the client gets all of the response
+		wantFailure               // the client is told something went wrong
+		wantAny                   // either, but never a truncated success
+	)
+	for _, tc := range []struct {
+		name string
+		// run makes the client's request; it returns what the client saw.
+		run  func(t *testing.T, e *faultEnv, mode string) outcome
+		want check
+		// reasons acceptable for the connection the request made, per mode;
+		// nil: any.
+		reasons map[string][]proxywatch.EndReason
+	}{
+		{
+			name: "complete response",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/ok?n=100000", false), nil)
+				return do(e.client(t, mode), req, big)
+			},
+			want: wantComplete,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndCompleted}, modeTunnel: {proxywatch.EndCompleted}, modeMITM: {proxywatch.EndCompleted},
+			},
+		},
+		{
+			name: "chunked response",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/chunked?n=100000", false), nil)
+				return do(e.client(t, mode), req, big)
+			},
+			want: wantComplete,
+		},
+		{
+			name: "slow drip",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/drip?n=300", false), nil)
+				return do(e.client(t, mode), req, 300)
+			},
+			want: wantComplete,
+		},
+		{
+			name: "upstream refuses",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/ok?n=10", true), nil)
+				return do(e.client(t, mode), req, 10)
+			},
+			want: wantFailure,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndUpstreamError}, modeTunnel: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
+			},
+		},
+		{
+			name: "upstream resets mid-body",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/reset?n=100000&m=30000", false), nil)
+				return do(e.client(t, mode), req, big)
+			},
+			want: wantFailure,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndUpstreamError}, modeTunnel: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
+			},
+		},
+		{
+			name: "Content-Length longer than the body",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/lie?n=100000&m=30000", false), nil)
+				return do(e.client(t, mode), req, big)
+			},
+			want: wantFailure,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
+			},
+		},
+		{
+			name: "Content-Length shorter than the body",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/over?n=1000&m=500", false), nil)
+				return do(e.client(t, mode), req, 1000)
+			},
+			want: wantComplete,
+		},
+		{
+			name: "chunked body cut short",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/chunkbreak?m=20000", false), nil)
+				return do(e.client(t, mode), req, -1)
+			},
+			want: wantFailure,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
+			},
+		},
+		{
+			name: "upstream stalls before headers, client gives up",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "GET", e.url(mode, "/stallhdr", false), nil)
+				before := e.f.served.Load()
+				go func() {
+					waitFor(t, "the upstream to be asked", func() bool { return e.f.served.Load() > before })
+					cancel()
+				}()
+				return do(e.client(t, mode), req, 0)
+			},
+			want: wantFailure,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndClientClosed}, modeTunnel: {proxywatch.EndClientClosed, proxywatch.EndCompleted}, modeMITM: {proxywatch.EndClientClosed},
+			},
+		},
+		{
+			name: "upstream stalls mid-body, client gives up",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "GET", e.url(mode, "/stall?n=100000&m=30000", false), nil)
+				resp, err := e.client(t, mode).Do(req)
+				if err != nil {
+					return outcome{err: err}
+				}
+				defer resp.Body.Close()
+				n, err := io.ReadFull(resp.Body, make([]byte, 20_000))
+				if err != nil {
+					return outcome{status: resp.StatusCode, got: n, want: big, err: err}
+				}
+				cancel() // the client gives up waiting for the rest
+				k, err := io.Copy(io.Discard, resp.Body)
+				return outcome{status: resp.StatusCode, got: n + int(k), want: big, err: err}
+			},
+			want: wantFailure,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndClientClosed}, modeTunnel: {proxywatch.EndClientClosed, proxywatch.EndCompleted}, modeMITM: {proxywatch.EndClientClosed},
+			},
+		},
+		{
+			name: "client aborts mid-response",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/slow?n=1000000", false), nil)
+				resp, err := e.client(t, mode).Do(req)
+				if err != nil {
+					return outcome{err: err}
+				}
+				n, err := io.ReadFull(resp.Body, make([]byte, 25_000))
+				resp.Body.Close() // before the end: the transport closes the connection
+				if err == nil {
+					err = errors.New("aborted by the client")
+				}
+				return outcome{status: resp.StatusCode, got: n, want: 1_000_000, err: err}
+			},
+			want: wantFailure,
+			reasons: map[string][]proxywatch.EndReason{
+				modePlain: {proxywatch.EndClientClosed}, modeTunnel: {proxywatch.EndClientClosed, proxywatch.EndCompleted}, modeMITM: {proxywatch.EndClientClosed},
+			},
+		},
+		{
+			name: "client aborts mid-request-body",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				before := e.f.served.Load()
+				body := &errReader{n: 30_000, ready: func() bool { return e.f.served.Load() > before }}
+				req, _ := http.NewRequest("POST", e.url(mode, "/upload", false), body)
+				req.ContentLength = 100_000
+				return do(e.client(t, mode), req, -1)
+			},
+			want: wantFailure,
+		},
+		{
+			name: "upload",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("POST", e.url(mode, "/upload", false), strings.NewReader(string(payload(70_000))))
+				o := do(e.client(t, mode), req, 5)
+				if o.complete() && e.f.uploadOK.Load() != 1 {
+					o.err = errors.New("the upstream did not get the whole upload")
+				}
+				return o
+			},
+			want: wantComplete,
+		},
+	} {
+		for _, mode := range httpModes {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				e := newFaultEnv(t, &proxywatch.Options{IdleTimeout: time.Second})
+				o := tc.run(t, e, mode)
+				switch {
+				case o.err == nil && o.status == http.StatusOK && o.want >= 0 && o.got != o.want:
+					t.Fatalf("silently truncated: %v", o)
+				case tc.want == wantComplete && !o.complete():
+					t.Fatalf("want the complete response, got %v", o)
+				case tc.want == wantFailure && !o.failed():
+					t.Fatalf("want an error, got %v", o)
+				}
+				e.checkClean(t)
+				hist := e.p.History()
+				if len(hist) == 0 {
+					t.Fatal("no connection recorded")
+				}
+				for _, c := range hist {
+					if c.Protocol != protocol(mode) {
+						t.Errorf("connection %d: protocol %s, want %s", c.ID, c.Protocol, protocol(mode))
+					}
+				}
+				if want := tc.reasons[mode]; want != nil {
+					for _, r := range reasons(e.p) {
+						if !slices.Contains(want, r) {
+							t.Errorf("end reasons %v, want each in %v (client: %v)", reasons(e.p), want, o)
+							break
+						}
+					}
+				}
+				if o.complete() && mode != modeTunnel {
+					// The body bytes are counted exactly.
+					if c := hist[len(hist)-1]; c.Down != uint64(o.got) {
+						t.Errorf("down %d, the client read %d", c.Down, o.got)
+					}
+				}
+				t.Logf("client: %v; reasons %v", o, reasons(e.p))
+			})
+		}
+	}
+}
+
+// wsDial opens a WebSocket through the proxy to path on the plain upstream
+// (mitm false) or on the decrypted TLS upstream, and returns the connection
+// after the 101 with its reader.
+func (e *faultEnv) wsDial(t *testing.T, mitm bool, path string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	if !mitm {
+		c, err := net.Dial("tcp", e.pu.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, upgrade(t, c, e.plain.Listener.Addr().String(), e.plain.URL+path)
+	}
+	raw := rawConnect(t, e.pu, e.mitm.Listener.Addr().String())
+	t.Cleanup(func() { raw.Close() })
+	c := tls.Client(raw, &tls.Config{RootCAs: e.mitmRoots, ServerName: "127.0.0.1"})
+	return c, upgrade(t, c, e.mitm.Listener.Addr().String(), path)
+}
+
+// TestFaultWebSocket tries the faults of a WebSocket, plain and through MITM.
+func TestFaultWebSocket(t *testing.T) {
+	msg := payload(20_000)
+	for _, tc := range []struct {
+		name    string
+		opts    *proxywatch.Options
+		run     func(t *testing.T, e *faultEnv, mitm bool) error // the error the client saw; nil means a clean end
+		wantErr bool
+		reasons []proxywatch.EndReason
+	}{
+		{
+			name: "echo, then the client ends",
+			run: func(t *testing.T, e *faultEnv, mitm bool) error {
+				c, br := e.wsDial(t, mitm, "/ws")
+				if _, err := c.Write(msg); err != nil {
+					return err
+				}
+				if _, err := io.ReadFull(br, make([]byte, len(msg))); err != nil {
+					return err
+				}
+				c.Close()
+				return nil
+			},
+			reasons: []proxywatch.EndReason{proxywatch.EndCompleted, proxywatch.EndClientClosed},
+		},
+		{
+			name: "upstream resets",
+			run: func(t *testing.T, e *faultEnv, mitm bool) error {
+				c, br := e.wsDial(t, mitm, "/wsreset")
+				c.Write(msg[:100])
+				_, err := io.ReadAll(br)
+				if err == nil {
+					err = io.EOF // the end of the stream is all a WebSocket client can see
+				}
+				return err
+			},
+			wantErr: true,
+			reasons: []proxywatch.EndReason{proxywatch.EndUpstreamError, proxywatch.EndCompleted},
+		},
+		{
+			name: "client aborts mid-stream",
+			run: func(t *testing.T, e *faultEnv, mitm bool) error {
+				c, br := e.wsDial(t, mitm, "/ws")
+				c.Write(msg)
+				io.ReadFull(br, make([]byte, 1000))
+				rawConn(c).(*net.TCPConn).SetLinger(0)
+				c.Close()
+				return errors.New("aborted by the client")
+			},
+			wantErr: true,
+			reasons: []proxywatch.EndReason{proxywatch.EndClientClosed, proxywatch.EndCompleted},
+		},
+		{
+			name: "upstream refuses",
+			run: func(t *testing.T, e *faultEnv, mitm bool) error {
+				c, err := net.Dial("tcp", e.pu.Host)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				fmt.Fprintf(c, "GET http://%s/ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", e.deadTarget, e.deadTarget)
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusSwitchingProtocols {
+					t.Error("101 from a dead upstream")
+				}
+				return fmt.Errorf("status %d", resp.StatusCode)
+			},
+			wantErr: true,
+			reasons: []proxywatch.EndReason{proxywatch.EndUpstreamError},
+		},
+		{
+			name: "idle timeout",
+			opts: &proxywatch.Options{IdleTimeout: 300 * time.Millisecond},
+			run: func(t *testing.T, e *faultEnv, mitm bool) error {
+				c, br := e.wsDial(t, mitm, "/wsmute")
+				c.Write(msg[:10])
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err := io.ReadAll(br)
+				if err == nil {
+					err = io.EOF
+				}
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Error("the idle WebSocket was not closed")
+				}
+				return err
+			},
+			wantErr: true,
+			reasons: []proxywatch.EndReason{proxywatch.EndIdleTimeout},
+		},
+	} {
+		for _, mitm := range []bool{false, true} {
+			name := tc.name + "/plain"
+			if mitm {
+				name = tc.name + "/mitm"
+			}
+			t.Run(name, func(t *testing.T) {
+				var opts *proxywatch.Options
+				if tc.opts != nil {
+					o := *tc.opts
+					opts = &o
+				}
+				e := newFaultEnv(t, opts)
+				err := tc.run(t, e, mitm)
+				if tc.wantErr && err == nil {
+					t.Fatal("the client saw no error")
+				}
+				if !tc.wantErr && err != nil {
+					t.Fatalf("client: %v", err)
+				}
+				e.checkClean(t)
+				for _, r := range reasons(e.p) {
+					if !slices.Contains(tc.reasons, r) {
+						t.Errorf("end reasons %v, want each in %v", reasons(e.p), tc.reasons)
+						break
+					}
+				}
+				t.Logf("client: %v; reasons %v", err, reasons(e.p))
+			})
+		}
+	}
+}

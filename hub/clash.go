@@ -1261,11 +1261,16 @@ func clashLogFields(r proxywatch.LogRecord) []clashLogField {
 }
 
 // clashEncodePlain is the default format: the message followed by its
-// fields as key=value, quoted where needed.
+// fields as key=value, quoted where needed. The attributes of goproxy's lines
+// are the arguments already formatted into the message: only "conn" is
+// added to those.
 func clashEncodePlain(r proxywatch.LogRecord) []byte {
 	var b strings.Builder
 	b.WriteString(r.Message)
 	for _, f := range clashLogFields(r) {
+		if r.Source == clashSourceGoproxy && f.Key != "conn" {
+			continue
+		}
 		b.WriteByte(' ')
 		b.WriteString(f.Key)
 		b.WriteByte('=')
@@ -1278,6 +1283,9 @@ func clashEncodePlain(r proxywatch.LogRecord) []byte {
 	out, _ := json.Marshal(clashLog{Type: clashLevelName(r.Level), Payload: b.String()})
 	return out
 }
+
+// clashSourceGoproxy is LogRecord.Source of goproxy's own lines.
+const clashSourceGoproxy = "goproxy"
 
 // clashEncodeStructured is format=structured: the record's own time (Clash
 // sends the time of sending), level "warn" for warnings as Clash does, and

@@ -137,3 +137,29 @@ func TestClashStreamEndsOnWriteTimeout(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestClashLogEncoding pins both line formats: goproxy's lines carry their
+// arguments in the message already, the program's own records do not.
+func TestClashLogEncoding(t *testing.T) {
+	at := time.Date(2026, 11, 27, 10, 15, 30, 0, time.Local)
+	gp := proxywatch.LogRecord{Time: at, Level: slog.LevelInfo, Source: "goproxy", Conn: 12,
+		Message: "Accepting CONNECT to www.google.com:443", Attrs: []slog.Attr{slog.String("host", "www.google.com:443")}}
+	app := proxywatch.LogRecord{Time: at, Level: slog.LevelWarn, Source: "app", Message: "quota",
+		Attrs: []slog.Attr{slog.String("user", "a b"), slog.Int("n", 3), slog.String("empty", ""), slog.Any("conn", proxywatch.ConnID(7))}}
+	for _, x := range []struct {
+		r                 proxywatch.LogRecord
+		plain, structured string
+	}{
+		{gp, `{"type":"info","payload":"Accepting CONNECT to www.google.com:443 conn=12"}`,
+			`{"time":"10:15:30","level":"info","message":"Accepting CONNECT to www.google.com:443","fields":[{"key":"host","value":"www.google.com:443"},{"key":"conn","value":"12"}]}`},
+		{app, `{"type":"warning","payload":"quota user=\"a b\" n=3 empty=\"\" conn=7"}`,
+			`{"time":"10:15:30","level":"warn","message":"quota","fields":[{"key":"user","value":"a b"},{"key":"n","value":"3"},{"key":"empty","value":""},{"key":"conn","value":"7"}]}`},
+	} {
+		if got := string(clashEncodePlain(x.r)); got != x.plain {
+			t.Errorf("plain:\n got %s\nwant %s", got, x.plain)
+		}
+		if got := string(clashEncodeStructured(x.r)); got != x.structured {
+			t.Errorf("structured:\n got %s\nwant %s", got, x.structured)
+		}
+	}
+}

@@ -152,15 +152,17 @@ type ClashAPI struct {
 	connsEvery, minConnsEvery time.Duration
 	logQueue, maxStreams      int
 	writeWait                 time.Duration
-	stopObserve               func()
-	done                      chan struct{} // closed by Close: every stream returns
-	closeOnce                 sync.Once
-	wg                        sync.WaitGroup // streams and their socket readers
-	mu                        sync.Mutex
-	closed                    bool
-	streams                   int
-	logSubs                   map[*clashLogSub]struct{}
-	conns                     map[*websocket.Conn]struct{} // upgraded sockets, to cut on Close
+
+	stopObserve func()
+	done        chan struct{} // closed by Close: every stream returns
+	closeOnce   sync.Once
+	wg          sync.WaitGroup // streams and their socket readers
+
+	mu      sync.Mutex // guards the fields below
+	closed  bool
+	streams int
+	logSubs map[*clashLogSub]struct{}
+	conns   map[*websocket.Conn]struct{} // upgraded sockets, to cut on Close
 }
 
 // NewClashAPI returns a ClashAPI for p configured by opts (nil means all

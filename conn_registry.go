@@ -156,6 +156,7 @@ type entry struct {
 	bodyErr   atomic.Pointer[errorBox] // the upstream body or tunnel failed mid-way
 	hasBody   atomic.Bool              // the response had a body to copy
 	bodyDone  atomic.Bool              // ... and it was read to EOF
+	upgraded  atomic.Bool              // the upstream answered 101: a WebSocket
 
 	// Owned by the sampler (under registry.mu).
 	lastUp, lastDown uint64

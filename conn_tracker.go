@@ -100,6 +100,11 @@ func (c *trackedConn) noteErr(err error) {
 		c.eof.Store(true)
 		return
 	}
+	if errors.Is(err, net.ErrClosed) {
+		// Closed on this side (by goproxy or the Proxy): whatever ended the
+		// connection was noted before, or was not the client's doing.
+		return
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// net/http aborts its background read with a past deadline before a
 		// hijack; deadlines are their owner's business, not a client failure.

@@ -94,6 +94,10 @@ func (p *Proxy) requestDone(e *entry) {
 		}
 	case e.hasBody.Load() && !e.bodyDone.Load() && e.client.gone():
 		reason, err = EndClientClosed, e.client.failure()
+	case e.upgraded.Load() && e.client.failure() != nil:
+		// A WebSocket whose client reset or failed (a clean close by
+		// either side is a completed WebSocket).
+		reason, err = EndClientClosed, e.client.failure()
 	}
 	p.reg.mu.Lock()
 	ws := e.info.Protocol == ProtoWebSocket
@@ -176,6 +180,7 @@ func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http
 			Close() error
 		}); ok {
 			resp.Body = &wsBody{ReadWriteCloser: rwc, e: e}
+			e.upgraded.Store(true)
 			proto := ProtoWebSocket
 			if e.client != nil && e.info.Protocol != ProtoHTTP {
 				proto = ProtoWebSocketMITM

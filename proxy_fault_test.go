@@ -447,13 +447,33 @@ func (e *faultEnv) checkClean(t *testing.T) {
 	}
 }
 
-// reasons returns the end reasons of the closed connections.
-func reasons(p *proxywatch.Proxy) []proxywatch.EndReason {
+// endReasons returns the end reasons of the closed connections.
+func endReasons(p *proxywatch.Proxy) []proxywatch.EndReason {
 	var out []proxywatch.EndReason
 	for _, c := range p.History() {
 		out = append(out, c.EndReason)
 	}
 	return out
+}
+
+func reasons(r ...proxywatch.EndReason) []proxywatch.EndReason { return r }
+
+// tunnelEnds are the ends of a tunnel that no side broke: the client closes
+// it when it is done (while the upstream may still be sending, which then
+// fails: client closed), or the upstream does (completed).
+var tunnelEnds = reasons(proxywatch.EndCompleted, proxywatch.EndClientClosed)
+
+// same expects the reasons r in every mode.
+func same(r ...proxywatch.EndReason) map[string][]proxywatch.EndReason {
+	return split(r, r)
+}
+
+// split expects the reasons requests for plain and MITM requests, and tunnel
+// for tunnels. A tunnel only sees bytes: a response cut short inside a TLS
+// connection that closes cleanly is a completed tunnel, and so is one whose
+// client closes it.
+func split(requests, tunnel []proxywatch.EndReason) map[string][]proxywatch.EndReason {
+	return map[string][]proxywatch.EndReason{modePlain: requests, modeMITM: requests, modeTunnel: tunnel}
 }
 
 // errReader returns n bytes, then fails once ready reports true: a client
@@ -491,8 +511,7 @@ func TestFaultHTTPModes(t *testing.T) {
 		// run makes the client's request; it returns what the client saw.
 		run  func(t *testing.T, e *faultEnv, mode string) outcome
 		want check
-		// reasons acceptable for the connection the request made, per mode;
-		// nil: any.
+		// reasons acceptable for the connections the request made, per mode
 		reasons map[string][]proxywatch.EndReason
 	}{
 		{
@@ -501,10 +520,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/ok?n=100000", false), nil)
 				return do(e.client(t, mode), req, big)
 			},
-			want: wantComplete,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndCompleted}, modeTunnel: {proxywatch.EndCompleted}, modeMITM: {proxywatch.EndCompleted},
-			},
+			want:    wantComplete,
+			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 		{
 			name: "chunked response",
@@ -512,7 +529,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/chunked?n=100000", false), nil)
 				return do(e.client(t, mode), req, big)
 			},
-			want: wantComplete,
+			want:    wantComplete,
+			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 		{
 			name: "slow drip",
@@ -520,7 +538,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/drip?n=300", false), nil)
 				return do(e.client(t, mode), req, 300)
 			},
-			want: wantComplete,
+			want:    wantComplete,
+			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 		{
 			name: "upstream refuses",
@@ -528,10 +547,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/ok?n=10", true), nil)
 				return do(e.client(t, mode), req, 10)
 			},
-			want: wantFailure,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndUpstreamError}, modeTunnel: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
-			},
+			want:    wantFailure,
+			reasons: same(proxywatch.EndUpstreamError),
 		},
 		{
 			name: "upstream resets mid-body",
@@ -539,10 +556,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/reset?n=100000&m=30000", false), nil)
 				return do(e.client(t, mode), req, big)
 			},
-			want: wantFailure,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndUpstreamError}, modeTunnel: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
-			},
+			want:    wantFailure,
+			reasons: same(proxywatch.EndUpstreamError),
 		},
 		{
 			name: "Content-Length longer than the body",
@@ -550,10 +565,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/lie?n=100000&m=30000", false), nil)
 				return do(e.client(t, mode), req, big)
 			},
-			want: wantFailure,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
-			},
+			want:    wantFailure,
+			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelEnds),
 		},
 		{
 			name: "Content-Length shorter than the body",
@@ -561,7 +574,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/over?n=1000&m=500", false), nil)
 				return do(e.client(t, mode), req, 1000)
 			},
-			want: wantComplete,
+			want:    wantComplete,
+			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 		{
 			name: "chunked body cut short",
@@ -569,10 +583,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req, _ := http.NewRequest("GET", e.url(mode, "/chunkbreak?m=20000", false), nil)
 				return do(e.client(t, mode), req, -1)
 			},
-			want: wantFailure,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndUpstreamError}, modeMITM: {proxywatch.EndUpstreamError},
-			},
+			want:    wantFailure,
+			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelEnds),
 		},
 		{
 			name: "upstream stalls before headers, client gives up",
@@ -587,10 +599,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				}()
 				return do(e.client(t, mode), req, 0)
 			},
-			want: wantFailure,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndClientClosed}, modeTunnel: {proxywatch.EndClientClosed, proxywatch.EndCompleted}, modeMITM: {proxywatch.EndClientClosed},
-			},
+			want:    wantFailure,
+			reasons: split(reasons(proxywatch.EndClientClosed), tunnelEnds),
 		},
 		{
 			name: "upstream stalls mid-body, client gives up",
@@ -611,10 +621,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				k, err := io.Copy(io.Discard, resp.Body)
 				return outcome{status: resp.StatusCode, got: n + int(k), want: big, err: err}
 			},
-			want: wantFailure,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndClientClosed}, modeTunnel: {proxywatch.EndClientClosed, proxywatch.EndCompleted}, modeMITM: {proxywatch.EndClientClosed},
-			},
+			want:    wantFailure,
+			reasons: split(reasons(proxywatch.EndClientClosed), tunnelEnds),
 		},
 		{
 			name: "client aborts mid-response",
@@ -631,10 +639,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				}
 				return outcome{status: resp.StatusCode, got: n, want: 1_000_000, err: err}
 			},
-			want: wantFailure,
-			reasons: map[string][]proxywatch.EndReason{
-				modePlain: {proxywatch.EndClientClosed}, modeTunnel: {proxywatch.EndClientClosed, proxywatch.EndCompleted}, modeMITM: {proxywatch.EndClientClosed},
-			},
+			want:    wantFailure,
+			reasons: split(reasons(proxywatch.EndClientClosed), tunnelEnds),
 		},
 		{
 			name: "client aborts mid-request-body",
@@ -645,7 +651,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				req.ContentLength = 100_000
 				return do(e.client(t, mode), req, -1)
 			},
-			want: wantFailure,
+			want:    wantFailure,
+			reasons: split(reasons(proxywatch.EndClientClosed), tunnelEnds),
 		},
 		{
 			name: "upload",
@@ -657,7 +664,8 @@ func TestFaultHTTPModes(t *testing.T) {
 				}
 				return o
 			},
-			want: wantComplete,
+			want:    wantComplete,
+			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 	} {
 		for _, mode := range httpModes {
@@ -682,12 +690,11 @@ func TestFaultHTTPModes(t *testing.T) {
 						t.Errorf("connection %d: protocol %s, want %s", c.ID, c.Protocol, protocol(mode))
 					}
 				}
-				if want := tc.reasons[mode]; want != nil {
-					for _, r := range reasons(e.p) {
-						if !slices.Contains(want, r) {
-							t.Errorf("end reasons %v, want each in %v (client: %v)", reasons(e.p), want, o)
-							break
-						}
+				want := tc.reasons[mode]
+				for _, r := range endReasons(e.p) {
+					if !slices.Contains(want, r) {
+						t.Errorf("end reasons %v, want each in %v (client: %v)", endReasons(e.p), want, o)
+						break
 					}
 				}
 				if o.complete() && mode != modeTunnel {
@@ -696,7 +703,7 @@ func TestFaultHTTPModes(t *testing.T) {
 						t.Errorf("down %d, the client read %d", c.Down, o.got)
 					}
 				}
-				t.Logf("client: %v; reasons %v", o, reasons(e.p))
+				t.Logf("client: %v; reasons %v", o, endReasons(e.p))
 			})
 		}
 	}
@@ -744,7 +751,7 @@ func TestFaultWebSocket(t *testing.T) {
 				c.Close()
 				return nil
 			},
-			reasons: []proxywatch.EndReason{proxywatch.EndCompleted, proxywatch.EndClientClosed},
+			reasons: []proxywatch.EndReason{proxywatch.EndCompleted},
 		},
 		{
 			name: "upstream resets",
@@ -758,7 +765,7 @@ func TestFaultWebSocket(t *testing.T) {
 				return err
 			},
 			wantErr: true,
-			reasons: []proxywatch.EndReason{proxywatch.EndUpstreamError, proxywatch.EndCompleted},
+			reasons: []proxywatch.EndReason{proxywatch.EndUpstreamError},
 		},
 		{
 			name: "client aborts mid-stream",
@@ -767,11 +774,11 @@ func TestFaultWebSocket(t *testing.T) {
 				c.Write(msg)
 				io.ReadFull(br, make([]byte, 1000))
 				rawConn(c).(*net.TCPConn).SetLinger(0)
-				c.Close()
+				rawConn(c).Close() // a reset, without a TLS close_notify first
 				return errors.New("aborted by the client")
 			},
 			wantErr: true,
-			reasons: []proxywatch.EndReason{proxywatch.EndClientClosed, proxywatch.EndCompleted},
+			reasons: []proxywatch.EndReason{proxywatch.EndClientClosed},
 		},
 		{
 			name: "upstream refuses",
@@ -836,13 +843,13 @@ func TestFaultWebSocket(t *testing.T) {
 					t.Fatalf("client: %v", err)
 				}
 				e.checkClean(t)
-				for _, r := range reasons(e.p) {
+				for _, r := range endReasons(e.p) {
 					if !slices.Contains(tc.reasons, r) {
-						t.Errorf("end reasons %v, want each in %v", reasons(e.p), tc.reasons)
+						t.Errorf("end reasons %v, want each in %v", endReasons(e.p), tc.reasons)
 						break
 					}
 				}
-				t.Logf("client: %v; reasons %v", err, reasons(e.p))
+				t.Logf("client: %v; reasons %v", err, endReasons(e.p))
 			})
 		}
 	}

@@ -215,6 +215,9 @@ func (b *wsBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.e.down.Add(uint64(n))
 	}
+	if err != nil {
+		b.failed(err)
+	}
 	return n, err
 }
 
@@ -223,7 +226,18 @@ func (b *wsBody) Write(p []byte) (int, error) {
 	if n > 0 {
 		b.e.up.Add(uint64(n))
 	}
+	if err != nil {
+		b.failed(err)
+	}
 	return n, err
+}
+
+// failed notes an upstream failure (a reset, not a clean close; not a close
+// on this side, which goproxy does once either direction ended).
+func (b *wsBody) failed(err error) {
+	if !isEOF(err) && !errors.Is(err, net.ErrClosed) {
+		b.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+	}
 }
 
 func (b *wsBody) Close() error {

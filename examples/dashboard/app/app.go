@@ -52,6 +52,8 @@ type config struct {
 	mitm              bool
 	caDir             string
 	upstreamCA        string
+	clashAddr         string
+	clashOrigins      string
 }
 
 func parseFlags(args []string, ext *Extension) (config, error) {
@@ -67,6 +69,8 @@ func parseFlags(args []string, ext *Extension) (config, error) {
 	fl.BoolVar(&c.mitm, "mitm", false, "decrypt HTTPS with a per-installation CA (off by default)")
 	fl.StringVar(&c.caDir, "ca-dir", defaultCADir, "`DIR` where the MITM CA is generated once and kept")
 	fl.StringVar(&c.upstreamCA, "upstream-ca", "", "PEM `FILE` of extra root CAs trusted for upstream TLS (private or test upstreams)")
+	fl.StringVar(&c.clashAddr, "clash-api", "", "`ADDR` to serve the Clash/mihomo controller API on, for yacd, metacubexd or zashboard (off when empty; its secret is the dashboard's)")
+	fl.StringVar(&c.clashOrigins, "clash-origins", "", "comma-separated dashboard `ORIGINS` allowed to use the Clash API from a browser, e.g. http://127.0.0.1:5173")
 	if ext.Flags != nil {
 		ext.Flags(fl)
 	}
@@ -143,7 +147,25 @@ func Run(args []string, ext *Extension) error {
 		fmt.Printf("  or import it as a certificate authority in your browser. Its key never leaves %s.\n", c.caDir)
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	var clash *hub.ClashAPI
+	var clashSrv *http.Server
+	if c.clashAddr != "" {
+		clashL, err := net.Listen("tcp", c.clashAddr)
+		if err != nil {
+			proxyL.Close()
+			uiL.Close()
+			return err
+		}
+		var origins []string
+		if c.clashOrigins != "" {
+			origins = strings.Split(c.clashOrigins, ",")
+		}
+		clash = hub.NewClashAPI(p, &hub.ClashOptions{Secret: h.Token(), AllowedOrigins: origins, ProxyAddr: proxyL.Addr().String()})
+		clashSrv = &http.Server{Handler: clash, ReadHeaderTimeout: 10 * time.Second}
+		fmt.Printf("clash API: http://%s   (secret: the dashboard's)\n", clashL.Addr())
+		go func() { errc <- clashSrv.Serve(clashL) }()
+	}
 	go func() { errc <- p.Serve(proxyL) }()
 	go func() { errc <- ui.Serve(uiL) }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -156,6 +178,10 @@ func Run(args []string, ext *Extension) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = ui.Shutdown(shutdown)
+	if clash != nil {
+		_ = clash.Close() // first: Shutdown would wait for its streaming GETs
+		_ = clashSrv.Shutdown(shutdown)
+	}
 	_ = h.Close()
 	_ = p.Shutdown(shutdown)
 	if errors.Is(err, http.ErrServerClosed) {

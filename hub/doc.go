@@ -50,4 +50,12 @@
 // so that Go clients and other servers, such as a Clash-style API adapter, can
 // speak the same format. ConnFromInfo, EventFromConn and LogFromRecord convert
 // proxywatch values to them.
+//
+// # Clash-compatible API
+//
+// NewClashAPI serves the Clash/mihomo external-controller API over the same
+// Proxy, so that the dashboards people already use (yacd, metacubexd,
+// zashboard) can watch proxywatch unchanged: traffic, connections that
+// DELETE really closes, logs. CLASH.md lists every endpoint and the values a
+// forward proxy without rules answers with.
 package hub

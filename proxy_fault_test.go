@@ -463,6 +463,12 @@ func reasons(r ...proxywatch.EndReason) []proxywatch.EndReason { return r }
 // fails: client closed), or the upstream does (completed).
 var tunnelEnds = reasons(proxywatch.EndCompleted, proxywatch.EndClientClosed)
 
+// tunnelCut are the ends of a tunnel whose upstream closed in the middle of a
+// response: the client's TLS alert that follows may still reach the upstream
+// (completed), find it gone (upstream error), or the client may close first
+// (client closed).
+var tunnelCut = reasons(proxywatch.EndCompleted, proxywatch.EndClientClosed, proxywatch.EndUpstreamError)
+
 // same expects the reasons r in every mode.
 func same(r ...proxywatch.EndReason) map[string][]proxywatch.EndReason {
 	return split(r, r)
@@ -566,7 +572,7 @@ func TestFaultHTTPModes(t *testing.T) {
 				return do(e.client(t, mode), req, big)
 			},
 			want:    wantFailure,
-			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelEnds),
+			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelCut),
 		},
 		{
 			name: "Content-Length shorter than the body",
@@ -584,7 +590,7 @@ func TestFaultHTTPModes(t *testing.T) {
 				return do(e.client(t, mode), req, -1)
 			},
 			want:    wantFailure,
-			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelEnds),
+			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelCut),
 		},
 		{
 			name: "upstream stalls before headers, client gives up",

@@ -92,6 +92,11 @@
 //     (Options.ObserverQueue). Calls to one observer are sequential, never
 //     concurrent; events of one kind arrive in order (a connection's opened
 //     event before its closed one), different kinds may interleave.
+//   - Under load, events are delivered in batches: an observer's goroutine,
+//     once woken, lets events queue for a few milliseconds (5) before it
+//     delivers them, so an event may arrive that much later, and a busy proxy
+//     wakes each observer some 200 times a second rather than twice per
+//     connection.
 //   - An observer may be slow or even block: it delays only itself. Events it
 //     cannot take are dropped and counted (Stats.Dropped); a LogRecord carries
 //     in Dropped how many records that observer missed just before it.

@@ -362,17 +362,17 @@ describe('actions', () => {
 })
 
 describe('log level', () => {
-  it('re-subscribes at the new level without since, and remembers it', () => {
+  it('re-subscribes at the new level without since, leaving logs for one frame so the backlog is replayed', () => {
     const { socket, ws } = live()
     ws.push({ type: 'log', data: { level: 'INFO', message: 'x', seq: 5 } })
+    const before = ws.actions.length
     socket.setLogLevel('warn')
     expect(socket.logLevel).toBe('WARN')
     expect(socket.lastLogSeq).toBe(0)
-    expect(ws.last('subscribe')).toEqual({
-      action: 'subscribe',
-      topics: ['traffic', 'connections', 'logs', 'events'],
-      logLevel: 'WARN',
-    })
+    expect(ws.actions.slice(before)).toEqual([
+      { action: 'subscribe', topics: ['traffic', 'connections', 'events'], logLevel: 'WARN' },
+      { action: 'subscribe', topics: ['traffic', 'connections', 'logs', 'events'], logLevel: 'WARN' },
+    ])
     expect(localStorage.getItem('proxywatch.logLevel')).toBe('WARN')
   })
 

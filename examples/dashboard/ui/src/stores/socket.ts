@@ -361,18 +361,25 @@ export const useSocketStore = defineStore('socket', () => {
     })
   }
 
-  /** sendSubscribe (re)states the whole subscription, resuming logs after lastLogSeq. */
-  function sendSubscribe(): boolean {
+  /**
+   * sendSubscribe (re)states the whole subscription, resuming logs after
+   * lastLogSeq. withLogs false leaves the logs topic out (see setLogLevel).
+   */
+  function sendSubscribe(withLogs = true): boolean {
     const offered = hello.value?.topics
-    const topics = offered && offered.length ? TOPICS.filter((t) => offered.includes(t)) : [...TOPICS]
+    let topics = offered && offered.length ? TOPICS.filter((t) => offered.includes(t)) : [...TOPICS]
+    if (!withLogs) topics = topics.filter((t) => t !== 'logs')
     const msg: Action = { action: 'subscribe', topics, logLevel: logLevel.value }
-    if (lastLogSeq.value > 0) msg.since = lastLogSeq.value
+    if (withLogs && lastLogSeq.value > 0) msg.since = lastLogSeq.value
     return send(msg)
   }
 
   /**
-   * setLogLevel changes the server-side log filter. The log cursor is reset so
-   * that the server replays its recent backlog at the new level.
+   * setLogLevel changes the server-side log filter, and the server replays its
+   * recent backlog at the new level. A subscribe that only changes the level
+   * replays nothing (hub/PROTOCOL.md), so the logs topic is left for one
+   * subscribe and taken again: a subscription that adds logs gets the backlog.
+   * Records made between the two frames are in that backlog.
    */
   function setLogLevel(level: string): void {
     logLevel.value = normalizeLevel(level)
@@ -382,7 +389,7 @@ export const useSocketStore = defineStore('socket', () => {
       // not persisted
     }
     lastLogSeq.value = 0
-    sendSubscribe()
+    if (sendSubscribe(false)) sendSubscribe()
   }
 
   /** maxMessageBytes is the server's read limit for our frames. */

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,13 +14,15 @@ import (
 )
 
 // hubWatchers are the dashboards watching proxywatch during the whole run:
-// WebSocket clients of its hub, subscribed to every topic at the dashboard's
-// default log level (INFO), each reading every frame as it comes.
+// WebSocket clients of its hub, subscribed as the stock dashboard is (every
+// topic, at its default log level, INFO), each reading every frame as it
+// comes.
 type hubWatchers struct {
 	conns  []*websocket.Conn
 	frames atomic.Int64
 	bytes  atomic.Int64
 	start  time.Time
+	topics string
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
@@ -26,11 +30,15 @@ type hubWatchers struct {
 	done   bool
 }
 
-// watchSubscribe is what the stock dashboard sends.
-const watchSubscribe = `{"action":"subscribe","topics":["traffic","connections","logs","events"],"logLevel":"INFO"}`
+// watchTopics are the topics the stock dashboard subscribes to.
+const watchTopics = "traffic,connections,logs,events"
 
-func watchHub(addr, token string, n int) (*hubWatchers, error) {
-	w := &hubWatchers{start: time.Now()}
+func watchHub(addr, token string, n int, topics string) (*hubWatchers, error) {
+	sub, err := json.Marshal(map[string]any{"action": "subscribe", "topics": strings.Split(topics, ","), "logLevel": "INFO"})
+	if err != nil {
+		return nil, err
+	}
+	w := &hubWatchers{start: time.Now(), topics: topics}
 	u := url.URL{Scheme: "ws", Host: addr, Path: "/", RawQuery: "token=" + url.QueryEscape(token)}
 	for range n {
 		c, resp, err := websocket.DefaultDialer.Dial(u.String(), nil)
@@ -42,7 +50,7 @@ func watchHub(addr, token string, n int) (*hubWatchers, error) {
 			return nil, err
 		}
 		w.conns = append(w.conns, c)
-		if err := c.WriteMessage(websocket.TextMessage, []byte(watchSubscribe)); err != nil {
+		if err := c.WriteMessage(websocket.TextMessage, sub); err != nil {
 			w.close()
 			return nil, err
 		}
@@ -80,8 +88,8 @@ func (w *hubWatchers) summary() string {
 	w.mu.Lock()
 	closed := append([]string(nil), w.closed...)
 	w.mu.Unlock()
-	s := fmt.Sprintf("%d hub clients (every topic, log level INFO) received %d frames, %.1f MB in all (%.0f frames/s per client)",
-		len(w.conns), w.frames.Load(), float64(w.bytes.Load())/1e6, float64(w.frames.Load())/secs/float64(max(len(w.conns), 1)))
+	s := fmt.Sprintf("%d hub clients (topics %s, log level INFO) received %d frames, %.1f MB in all (%.0f frames/s per client)",
+		len(w.conns), w.topics, w.frames.Load(), float64(w.bytes.Load())/1e6, float64(w.frames.Load())/secs/float64(max(len(w.conns), 1)))
 	if len(closed) == 0 {
 		return s + "; none was dropped."
 	}

@@ -31,6 +31,7 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -52,6 +53,8 @@ type options struct {
 	peersDir   string
 	profileDir string
 	hubClients int
+	hubTopics  string
+	maxWorkers int // caps every scenario's concurrency (0: no cap); for tests
 	idleConns  int
 	out        string
 }
@@ -70,6 +73,7 @@ func main() {
 	flag.StringVar(&o.peersDir, "peers", "internal/bench/peers", "directory of the go-mitmproxy peer module; empty skips it")
 	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of every proxy for every scenario into this directory")
 	flag.IntVar(&o.hubClients, "hub-clients", 20, "WebSocket clients subscribed to proxywatch's hub")
+	flag.StringVar(&o.hubTopics, "hub-topics", watchTopics, "comma-separated topics the hub clients subscribe to")
 	flag.IntVar(&o.idleConns, "idle-conns", 1000, "idle tunnels opened to measure memory per live connection")
 	flag.StringVar(&o.out, "o", "", "also write the report (Markdown) to this file")
 	list := flag.Bool("list", false, "list the scenarios and exit")
@@ -87,11 +91,12 @@ func main() {
 	if o.reps < 3 {
 		o.reps = 3
 	}
-	rep, err := run(o, os.Stderr)
+	res, err := run(o, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	rep := res.report()
 	fmt.Print(rep)
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(rep), 0o644); err != nil {
@@ -106,26 +111,26 @@ const (
 	memWhat     = "memory per live CONNECT tunnel (heap and stacks after GC)"
 )
 
-// run runs the suite and returns the report. Progress goes to logw.
-func run(o options, logw *os.File) (string, error) {
+// run runs the suite and returns its results. Progress goes to logw.
+func run(o options, logw io.Writer) (*results, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(logw, format+"\n", args...) }
 	exe, err := os.Executable()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	up, err := startUpstreams()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer up.close()
 	caDir, err := os.MkdirTemp("", "proxywatch-bench-ca")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer os.RemoveAll(caDir)
 	// Made here once, so that the children only load it.
 	if _, err := proxywatch.LoadOrCreateCA(caDir); err != nil {
-		return "", err
+		return nil, err
 	}
 	cfg := childConfig{MITMHost: up.mitm, UpstreamCA: up.certPEM, CADir: caDir}
 
@@ -164,7 +169,7 @@ func run(o options, logw *os.File) (string, error) {
 		}
 		c, err := startChild(bin, kind, cfg)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		defer c.stop()
 		t := &target{name: kind, child: c, proxy: &url.URL{Scheme: "http", Host: c.hello.Proxy}}
@@ -174,21 +179,21 @@ func run(o options, logw *os.File) (string, error) {
 		targets = append(targets, t)
 	}
 	if len(targets) == 0 {
-		return "", fmt.Errorf("no proxy selected by -proxies %q", o.proxies)
+		return nil, fmt.Errorf("no proxy selected by -proxies %q", o.proxies)
 	}
 
 	var watchers *hubWatchers
 	for _, t := range targets {
 		if t.name == kindPW && o.hubClients > 0 {
-			if watchers, err = watchHub(t.child.hello.Hub, t.child.hello.Token, o.hubClients); err != nil {
-				return "", fmt.Errorf("hub clients: %v", err)
+			if watchers, err = watchHub(t.child.hello.Hub, t.child.hello.Token, o.hubClients, o.hubTopics); err != nil {
+				return nil, fmt.Errorf("hub clients: %v", err)
 			}
 			defer watchers.close()
 		}
 	}
 	if o.profileDir != "" {
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
 
@@ -204,9 +209,12 @@ func run(o options, logw *os.File) (string, error) {
 		for r := range o.reps {
 			for i := range targets {
 				t := targets[(i+r)%len(targets)]
+				if o.maxWorkers > 0 {
+					sc.workers = min(sc.workers, o.maxWorkers)
+				}
 				s, err := measure(sc, e, t, o.warmup, o.duration)
 				if err != nil {
-					return "", fmt.Errorf("%s via %s: %v", sc.name, t.name, err)
+					return nil, fmt.Errorf("%s via %s: %v", sc.name, t.name, err)
 				}
 				res.samples[sc.name][t.name] = append(res.samples[sc.name][t.name], s)
 				logf("%-16s %-13s rep %d: %s", sc.name, t.name, r+1, s.brief(sc))
@@ -224,7 +232,7 @@ func run(o options, logw *os.File) (string, error) {
 				}
 				per, err := memPerConn(e, t, o.idleConns)
 				if err != nil {
-					return "", fmt.Errorf("%s via %s: %v", memScenario, t.name, err)
+					return nil, fmt.Errorf("%s via %s: %v", memScenario, t.name, err)
 				}
 				res.mem[t.name] = append(res.mem[t.name], per)
 				logf("%-16s %-13s rep %d: %.0f B per connection", memScenario, t.name, r+1, per)
@@ -236,7 +244,7 @@ func run(o options, logw *os.File) (string, error) {
 		res.hubNote = watchers.summary()
 	}
 	res.notes = notes
-	return res.report(), nil
+	return res, nil
 }
 
 // settle waits until every proxy has been nearly idle (under 5% of a core)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,11 +37,19 @@ func startChild(exe, kind string, cfg childConfig) (*child, error) {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch strings.ToUpper(name) {
-		case "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY":
+		case "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR":
 			continue
 		}
 		cmd.Env = append(cmd.Env, kv)
 	}
+	// The upstreams' certificate is the child's only system root, as a
+	// public upstream's CA would be: bare goproxy verifies upstreams against
+	// the system roots.
+	roots := filepath.Join(cfg.CADir, "upstream-roots.pem")
+	if err := os.WriteFile(roots, cfg.UpstreamCA, 0o644); err != nil {
+		return nil, err
+	}
+	cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+roots, "SSL_CERT_DIR="+cfg.CADir)
 	cmd.Env = append(cmd.Env, envChild+"="+kind, envConfig+"="+string(conf))
 	c := &child{kind: kind, cmd: cmd, stderr: &tailBuffer{max: 64 << 10}}
 	inR, inW, err := os.Pipe()

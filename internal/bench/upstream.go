@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -101,7 +102,9 @@ func startUpstreams() (*upstreams, error) {
 		if err != nil {
 			return "", err
 		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+		// Clients cut off at the end of a window make handshake errors
+		// that say nothing about the proxies: not logged.
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 		if useTLS {
 			// HTTP/1.1 only, as through every proxy here.
 			l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the suite's child process, as the
+// command does.
+func TestMain(m *testing.M) {
+	if runChild() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// The whole suite, in miniature, against real children: every scenario moves
+// data through every proxy without an error, each proxy's CPU is measured,
+// the idle tunnels grow its memory, and the report has a row for each. (The
+// bare kind is left out here: its MITM generates an RSA key per handshake,
+// which takes minutes under the race detector; TestBareChild covers it.)
+func TestSuiteInMiniature(t *testing.T) {
+	o := options{
+		reps:       1,
+		duration:   200 * time.Millisecond,
+		warmup:     300 * time.Millisecond,
+		proxies:    "direct,tuned,pw",
+		hubClients: 3,
+		hubTopics:  watchTopics,
+		idleConns:  20,
+		maxWorkers: 4, // 50 TLS handshakes at once take seconds under the race detector
+	}
+	var log strings.Builder
+	res, err := run(o, &log)
+	if err != nil {
+		t.Fatalf("%v\nprogress:\n%s", err, log.String())
+	}
+	if len(res.scenarios) != len(scenarios()) {
+		t.Errorf("%d scenarios ran, want %d", len(res.scenarios), len(scenarios()))
+	}
+	for _, sc := range res.scenarios {
+		for _, target := range res.targets {
+			ss := res.samples[sc.name][target.name]
+			if len(ss) != 1 {
+				t.Errorf("%s via %s: %d samples, want 1", sc.name, target.name, len(ss))
+				continue
+			}
+			s := ss[0]
+			if s.units <= 0 || s.errs != 0 || s.firstErr != nil {
+				t.Errorf("%s via %s: %d units, %d errors (%v)", sc.name, target.name, s.units, s.errs, s.firstErr)
+			}
+			if target.child != nil && s.cpu <= 0 {
+				t.Errorf("%s via %s: no CPU time measured", sc.name, target.name)
+			}
+			if sc.latency && (s.p50 <= 0 || s.p99 < s.p50) {
+				t.Errorf("%s via %s: p50 %v p99 %v", sc.name, target.name, s.p50, s.p99)
+			}
+		}
+	}
+	for _, name := range []string{kindTuned, kindPW} {
+		if m := res.mem[name]; len(m) != 1 || m[0] <= 0 {
+			t.Errorf("%s: memory per idle tunnel %v, want one positive figure", name, m)
+		}
+	}
+	rep := res.report()
+	for _, want := range []string{"| http-small | pw |", "| ws-echo | tuned |", "| mitm-bulk | direct |", "pw ≥ 0.97× tuned", "hub clients"} {
+		if !strings.Contains(rep, want) {
+			t.Errorf("report lacks %q:\n%s", want, rep)
+		}
+	}
+}
+
+// The bare child is goproxy as NewProxyHttpServer makes it: it proxies plain
+// HTTP, passes tunnels through and decrypts the MITM host with goproxy's own
+// CA.
+func TestBareChild(t *testing.T) {
+	up, err := startUpstreams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := startChild(exe, kindBare, childConfig{MITMHost: up.mitm, UpstreamCA: up.certPEM, CADir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.stop()
+	tg := &target{name: kindBare, child: c, proxy: &url.URL{Scheme: "http", Host: c.hello.Proxy}}
+	tg.roots = up.roots.Clone()
+	if !tg.roots.AppendCertsFromPEM(c.hello.CA) {
+		t.Fatal("the bare child sent no CA")
+	}
+	client := &http.Client{Transport: newTransport(tg, 1)}
+	for _, u := range []string{"http://" + up.plain + "/small", "https://" + up.tunnel + "/small", "https://" + up.mitm + "/small"} {
+		resp, err := client.Get(u)
+		if err != nil {
+			t.Fatalf("GET %s: %v", u, err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || n != smallBody {
+			t.Errorf("GET %s: %s, %d bytes", u, resp.Status, n)
+		}
+	}
+	st, err := c.stats()
+	if err != nil || st.CPUNanos <= 0 || st.Goroutines <= 0 {
+		t.Errorf("stats: %+v, %v", st, err)
+	}
+
+	// An idle tunnel through it to the holding server.
+	conn, err := net.Dial("tcp", c.hello.Proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "CONNECT "+up.hold+" HTTP/1.1\r\nHost: "+up.hold+"\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+}

@@ -148,6 +148,7 @@ type entry struct {
 	upstream net.Conn
 	cancel   context.CancelFunc
 	mitm     bool // a request decrypted from a CONNECT: client is the CONNECT's
+	busy     bool // a plain request, counted in client.busy while live
 
 	// Outcome, written by the I/O path, read when it ends.
 	rtErr     atomic.Pointer[errorBox] // the round trip failed
@@ -213,6 +214,9 @@ func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err e
 		return ConnInfo{}, false
 	}
 	e.ended = true
+	if e.busy {
+		e.client.busy.Add(-1)
+	}
 	e.info.Up, e.info.Down = e.up.Load(), e.down.Load()
 	e.info.End = now
 	e.info.EndReason = reason

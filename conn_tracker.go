@@ -22,6 +22,7 @@ type trackedConn struct {
 
 	wire     atomic.Uint64 // bytes read plus written, for idle detection only
 	hijacked atomic.Bool
+	busy     atomic.Int32                 // live plain requests on it: the idle timeout applies
 	eof      atomic.Bool                  // the client finished sending (read EOF)
 	failed   atomic.Pointer[errorBox]     // first read or write error other than EOF
 	connect  atomic.Pointer[connectStart] // set by the CONNECT hook
@@ -321,14 +322,16 @@ func (t *tracker) closeAll() []*trackedConn {
 	return all
 }
 
-// idle returns the hijacked connections that moved no byte for d, and
-// refreshes the activity marks of the others. Only the sampler calls it.
+// idle returns the hijacked connections, and those with a plain request in
+// progress, that moved no byte for d, and refreshes the activity marks of the
+// others. (A keep-alive connection between requests is left to the
+// http.Server's own IdleTimeout.) Only the sampler calls it.
 func (t *tracker) idle(now time.Time, d time.Duration) []*trackedConn {
 	var out []*trackedConn
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := range t.conns {
-		if !c.hijacked.Load() {
+		if !c.hijacked.Load() && c.busy.Load() == 0 {
 			continue
 		}
 		w := c.wire.Load()

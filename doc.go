@@ -74,9 +74,9 @@
 // fails mid-way, proxywatch closes the client connection rather than let
 // net/http end a chunked response as if it were complete.
 //
-// goproxy sets no timeout on tunnels and MITM connections; proxywatch closes a
-// hijacked client connection that moved no byte for Options.IdleTimeout
-// (EndIdleTimeout). [Proxy.Shutdown] and [Proxy.Close] also end tunnels, MITM
+// goproxy sets no timeout on tunnels, MITM connections or upstreams that
+// stall; proxywatch closes a client connection that carries any of them and
+// moved no byte for Options.IdleTimeout (EndIdleTimeout). [Proxy.Shutdown] and [Proxy.Close] also end tunnels, MITM
 // connections and WebSockets, which http.Server alone does not.
 //
 // # Observers

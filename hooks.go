@@ -40,6 +40,8 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 		// A plain-HTTP request: net/http handed us its connection.
 		e.info.Protocol = ProtoHTTP
 		e.client = tc
+		e.busy = true // a stalled upstream is subject to the idle timeout
+		tc.busy.Add(1)
 	} else {
 		// A request decrypted from a MITM'd CONNECT: its context comes from
 		// goproxy's own parser, so find the client connection by address.

@@ -43,9 +43,10 @@ type Options struct {
 	// rates and idle checks happen once per interval. Zero means one second.
 	SampleInterval time.Duration
 
-	// IdleTimeout closes a hijacked client connection (tunnel, MITM, WebSocket)
-	// that moved no byte in either direction for this long; goproxy itself has
-	// no such timeout. Zero means five minutes; negative disables it.
+	// IdleTimeout closes a client connection that moved no byte in either
+	// direction for this long while it carries a tunnel, MITM requests, a
+	// WebSocket or a plain request (an upstream that stalls); goproxy itself
+	// has no such timeout. Zero means five minutes; negative disables it.
 	IdleTimeout time.Duration
 
 	// History is how many closed connections are kept for Proxy.History.

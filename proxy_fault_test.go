@@ -374,6 +374,8 @@ func (e *faultEnv) client(t *testing.T, mode string) *http.Client {
 	default:
 		c = client(t, e.pu, nil)
 	}
+	// Only a guard against a hung test: no scenario takes this long.
+	c.Timeout = 30 * time.Second
 	e.clients = append(e.clients, c)
 	return c
 }
@@ -629,6 +631,24 @@ func TestFaultHTTPModes(t *testing.T) {
 			},
 			want:    wantFailure,
 			reasons: split(reasons(proxywatch.EndClientClosed), tunnelEnds),
+		},
+		{
+			name: "upstream stalls before headers, client waits: idle timeout",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/stallhdr", false), nil)
+				return do(e.client(t, mode), req, 0)
+			},
+			want:    wantFailure,
+			reasons: same(proxywatch.EndIdleTimeout),
+		},
+		{
+			name: "upstream stalls mid-body, client waits: idle timeout",
+			run: func(t *testing.T, e *faultEnv, mode string) outcome {
+				req, _ := http.NewRequest("GET", e.url(mode, "/stall?n=100000&m=30000", false), nil)
+				return do(e.client(t, mode), req, big)
+			},
+			want:    wantFailure,
+			reasons: same(proxywatch.EndIdleTimeout),
 		},
 		{
 			name: "client aborts mid-response",

@@ -90,7 +90,7 @@ func (p *Proxy) Stats() Stats {
 }
 
 // sampler is the Proxy's one periodic goroutine: it computes per-connection
-// rates over the real elapsed interval, closes idle hijacked connections and
+// rates over the real elapsed interval, closes idle client connections and
 // hands a TrafficSample to the traffic observers.
 func (p *Proxy) sampler(stop <-chan struct{}) {
 	t := time.NewTicker(p.sampleInterval)
@@ -138,8 +138,9 @@ func (p *Proxy) sample(now time.Time) TrafficSample {
 	return s
 }
 
-// closeIdle closes the hijacked client connections that moved no byte for the
-// idle timeout, ending their connections with EndIdleTimeout.
+// closeIdle closes the client connections that carry something (see
+// tracker.idle) and moved no byte for the idle timeout, ending their
+// connections with EndIdleTimeout.
 func (p *Proxy) closeIdle(now time.Time) {
 	for _, c := range p.tracker.idle(now, p.idleTimeout) {
 		p.closeWhere(EndIdleTimeout, func(e *entry) bool { return e.client == c })

@@ -174,12 +174,14 @@ func (e *entry) snapshot() ConnInfo {
 
 // kill closes what the entry holds open, so that the client sees an error and
 // the upstream side is released.
-func (e *entry) kill() {
+// upstream is e.upstream as read under the registry lock: a tunnel's dial
+// sets it concurrently (and closes it itself when it finds e ended).
+func (e *entry) kill(upstream net.Conn) {
 	if e.cancel != nil {
 		e.cancel()
 	}
-	if e.upstream != nil {
-		_ = e.upstream.Close()
+	if upstream != nil {
+		_ = upstream.Close()
 	}
 	if e.client != nil {
 		_ = e.client.Close()
@@ -351,15 +353,17 @@ func (p *Proxy) closeWhere(reason EndReason, match func(*entry) bool) []ConnInfo
 			victims = append(victims, e)
 		}
 	}
-	for _, e := range victims {
+	upstreams := make([]net.Conn, len(victims))
+	for i, e := range victims {
+		upstreams[i] = e.upstream
 		if info, ok := p.reg.finishLocked(e, now, reason, nil); ok {
 			infos = append(infos, info)
 			p.emitConn(ConnEvent{State: ConnClosed, Conn: info})
 		}
 	}
 	p.reg.mu.Unlock()
-	for _, e := range victims {
-		e.kill()
+	for i, e := range victims {
+		e.kill(upstreams[i])
 	}
 	slices.SortFunc(infos, func(a, b ConnInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return infos

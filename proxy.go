@@ -324,6 +324,9 @@ func (p *Proxy) Close() error {
 	p.mu.Lock()
 	srv := p.srv
 	p.mu.Unlock()
+	// End the live connections first: srv.Close closes their client
+	// connections, which would end them with another reason.
+	p.closeWhere(EndShutdown, func(*entry) bool { return true })
 	var err error
 	if srv != nil {
 		err = srv.Close()

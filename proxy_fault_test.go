@@ -301,9 +301,11 @@ func newFaultEnv(t *testing.T, opts *proxywatch.Options) *faultEnv {
 	if opts == nil {
 		opts = &proxywatch.Options{}
 	}
-	mitmHost := e.mitm.Listener.Addr().String()
+	// Every CONNECT is decrypted but those to the tunnelled upstream and to
+	// 127.0.0.2 (where a tunnel to nowhere goes).
+	tunHost := e.tun.Listener.Addr().String()
 	opts.MITM = &proxywatch.MITM{CA: ca, Match: func(host string) bool {
-		return host == mitmHost || host == e.deadTarget
+		return host != tunHost && !strings.HasPrefix(host, "127.0.0.2:")
 	}}
 	opts.UpstreamCAs = []*x509.Certificate{e.mitm.Certificate()}
 	e.p, e.pu = setup(t, opts)
@@ -732,6 +734,174 @@ func TestFaultHTTPModes(t *testing.T) {
 				t.Logf("client: %v; reasons %v", o, endReasons(e.p))
 			})
 		}
+	}
+}
+
+// TestFaultClientAbortsEarly cuts the client off before the proxy has a
+// whole request: nothing may reach the upstream, nothing may stay live.
+func TestFaultClientAbortsEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, e *faultEnv, c net.Conn)
+	}{
+		{"plain, in the request line", func(t *testing.T, e *faultEnv, c net.Conn) {
+			fmt.Fprintf(c, "GET http://%s/ok?n=1", e.plain.Listener.Addr())
+		}},
+		{"plain, in the headers", func(t *testing.T, e *faultEnv, c net.Conn) {
+			fmt.Fprintf(c, "GET %s/ok?n=10 HTTP/1.1\r\nHost: %s\r\nX-Long: aaaa", e.plain.URL, e.plain.Listener.Addr())
+		}},
+		{"websocket, in the upgrade headers", func(t *testing.T, e *faultEnv, c net.Conn) {
+			fmt.Fprintf(c, "GET %s/ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: webs", e.plain.URL, e.plain.Listener.Addr())
+		}},
+		{"tunnel, in the CONNECT", func(t *testing.T, e *faultEnv, c net.Conn) {
+			fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHo", e.tun.Listener.Addr())
+		}},
+		{"mitm, in the TLS handshake", func(t *testing.T, e *faultEnv, c net.Conn) {
+			connectOn(t, c, e.mitm.Listener.Addr().String())
+			// The first bytes of a ClientHello: a handshake record header.
+			c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01})
+		}},
+		{"mitm, in the request headers", func(t *testing.T, e *faultEnv, c net.Conn) {
+			connectOn(t, c, e.mitm.Listener.Addr().String())
+			tc := tls.Client(c, &tls.Config{RootCAs: e.mitmRoots, ServerName: "127.0.0.1"})
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(tc, "GET /ok?n=10 HTTP/1.1\r\nHost: %s\r\nX-Lon", e.mitm.Listener.Addr())
+		}},
+		{"mitm, in the request body", func(t *testing.T, e *faultEnv, c net.Conn) {
+			connectOn(t, c, e.mitm.Listener.Addr().String())
+			tc := tls.Client(c, &tls.Config{RootCAs: e.mitmRoots, ServerName: "127.0.0.1"})
+			fmt.Fprintf(tc, "POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: 100000\r\n\r\n%s", e.mitm.Listener.Addr(), payload(10_000))
+			waitFor(t, "the upload to reach the upstream", func() bool { return e.f.served.Load() == 1 })
+		}},
+	} {
+		for _, reset := range []bool{false, true} {
+			name := tc.name + ", FIN"
+			if reset {
+				name = tc.name + ", RST"
+			}
+			t.Run(name, func(t *testing.T) {
+				e := newFaultEnv(t, nil)
+				c, err := net.Dial("tcp", e.pu.Host)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.run(t, e, c)
+				if reset {
+					c.(*net.TCPConn).SetLinger(0)
+				}
+				c.Close()
+				e.checkClean(t)
+				if e.f.uploadOK.Load() != 0 {
+					t.Error("the upstream took a cut upload for a whole one")
+				}
+				for _, ci := range e.p.History() {
+					if ci.EndReason != proxywatch.EndClientClosed {
+						t.Errorf("connection %d (%s) ended with %q, want client closed", ci.ID, ci.Protocol, ci.EndReason)
+					}
+				}
+				if strings.Contains(tc.name, "body") {
+					if len(e.p.History()) != 1 {
+						t.Errorf("%d connections recorded, want the upload", len(e.p.History()))
+					}
+				} else if n := e.f.served.Load(); n != 0 || len(e.p.History()) != 0 {
+					t.Errorf("upstream asked %d times, %d connections recorded: want none", n, len(e.p.History()))
+				}
+			})
+		}
+	}
+}
+
+// connectOn sends a CONNECT for target over c and reads the 200.
+func connectOn(t *testing.T, c net.Conn, target string) {
+	t.Helper()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %v, %v", resp, err)
+	}
+}
+
+// TestFaultTLS tries what goes wrong with TLS on either side of a decrypting
+// proxy, and on a tunnel.
+func TestFaultTLS(t *testing.T) {
+	// An upstream whose certificate nobody trusts: a CA's own certificate,
+	// from a CA made for the occasion.
+	otherCA, err := proxywatch.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	untrusted := func(t *testing.T, e *faultEnv) string {
+		s := httptest.NewUnstartedServer(e.f)
+		s.Config.ErrorLog = log.New(io.Discard, "", 0)
+		s.TLS = &tls.Config{Certificates: []tls.Certificate{*otherCA}}
+		s.StartTLS()
+		t.Cleanup(s.Close)
+		return s.URL
+	}
+	for _, tc := range []struct {
+		name    string
+		mode    string
+		url     func(t *testing.T, e *faultEnv) string
+		roots   func(e *faultEnv) *x509.CertPool
+		reasons []proxywatch.EndReason // nil: no connection may be recorded
+	}{
+		{
+			name:    "the proxy does not trust the upstream",
+			mode:    modeMITM,
+			url:     untrusted,
+			reasons: reasons(proxywatch.EndUpstreamError),
+		},
+		{
+			name:    "the upstream does not speak TLS",
+			mode:    modeMITM,
+			url:     func(_ *testing.T, e *faultEnv) string { return "https://" + e.plain.Listener.Addr().String() },
+			reasons: reasons(proxywatch.EndUpstreamError),
+		},
+		{
+			name:  "the client does not trust the proxy's CA",
+			mode:  modeMITM,
+			url:   func(_ *testing.T, e *faultEnv) string { return e.mitm.URL },
+			roots: func(e *faultEnv) *x509.CertPool { return e.tunRoots },
+		},
+		{
+			name:    "the client does not trust the upstream through a tunnel",
+			mode:    modeTunnel,
+			url:     func(_ *testing.T, e *faultEnv) string { return e.tun.URL },
+			roots:   func(e *faultEnv) *x509.CertPool { return e.mitmRoots },
+			reasons: tunnelEnds,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newFaultEnv(t, nil)
+			c := e.client(t, tc.mode)
+			if tc.roots != nil {
+				c.Transport.(*http.Transport).TLSClientConfig.RootCAs = tc.roots(e)
+			}
+			req, _ := http.NewRequest("GET", tc.url(t, e)+"/ok?n=1000", nil)
+			o := do(c, req, 1000)
+			if !o.failed() {
+				t.Fatalf("want an error, got %v", o)
+			}
+			e.checkClean(t)
+			hist := e.p.History()
+			if tc.reasons == nil && len(hist) != 0 {
+				t.Errorf("connections recorded: %+v", hist)
+			}
+			if tc.reasons != nil && len(hist) == 0 {
+				t.Error("no connection recorded")
+			}
+			for _, ci := range hist {
+				if !slices.Contains(tc.reasons, ci.EndReason) {
+					t.Errorf("connection %d ended with %q (%s), want one of %v", ci.ID, ci.EndReason, ci.Err, tc.reasons)
+				}
+			}
+			if e.f.served.Load() != 0 {
+				t.Error("the upstream served a request over a failed handshake")
+			}
+			t.Logf("client: %v; reasons %v", o, endReasons(e.p))
+		})
 	}
 }
 

@@ -65,7 +65,7 @@ func TestSuiteInMiniature(t *testing.T) {
 		}
 	}
 	for _, name := range []string{kindTuned, kindPW} {
-		if m := res.mem[name]; len(m) != 1 || m[0] <= 0 {
+		if m := res.mem[name]; len(m) != 1 || m[0][0] <= 0 || m[0][1] <= 0 || m[0][2] < 0 {
 			t.Errorf("%s: memory per idle tunnel %v, want one positive figure", name, m)
 		}
 	}

@@ -208,6 +208,8 @@ func (s *certStore) Fetch(host string, gen func() (*tls.Certificate, error)) (*t
 //	mem                the same after two garbage collections
 //	profile PATH       start a CPU profile written to PATH
 //	stop-profile       stop it
+//	sample-all-allocs  record every allocation from now on in heap profiles
+//	heap-profile PATH  write a heap profile (after a GC) to PATH
 //
 // Each answer is one JSON line ("{}" for the profile commands, or
 // {"Error": ...}).
@@ -232,6 +234,23 @@ func serveCommands(in io.Reader, out io.Writer) {
 				continue
 			}
 			prof = f
+			_ = enc.Encode(struct{}{})
+		case "sample-all-allocs":
+			runtime.MemProfileRate = 1 // for the heap profile of what follows
+			_ = enc.Encode(struct{}{})
+		case "heap-profile":
+			runtime.GC()
+			f, err := os.Create(arg)
+			if err == nil {
+				err = pprof.WriteHeapProfile(f)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if err != nil {
+				_ = enc.Encode(map[string]string{"Error": err.Error()})
+				continue
+			}
 			_ = enc.Encode(struct{}{})
 		case "stop-profile":
 			if prof != nil {

@@ -434,12 +434,18 @@ func measure(sc scenario, e *env, t *target, warm, dur time.Duration) (sample, e
 }
 
 // memPerConn opens n idle CONNECT tunnels through t to the holding server
-// and returns the growth of the proxy's heap and stacks (after GC) per
-// tunnel.
-func memPerConn(e *env, t *target, n int) (float64, error) {
+// and returns the growth of the proxy's heap and of its goroutine stacks
+// (after GC) per tunnel, and the share of a core the proxy then uses while
+// the tunnels stay idle for a second.
+func memPerConn(e *env, t *target, n int, heapProfile string) (heap, stack, idleCPU float64, err error) {
+	if heapProfile != "" {
+		if err := t.child.command("sample-all-allocs", nil); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	before, err := t.child.mem()
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	conns := make([]net.Conn, 0, n)
 	defer func() {
@@ -451,27 +457,46 @@ func memPerConn(e *env, t *target, n int) (float64, error) {
 	for range n {
 		c, err := net.Dial("tcp", t.proxy.Host)
 		if err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
 		conns = append(conns, c)
 		if _, err := io.WriteString(c, req); err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
-			return 0, fmt.Errorf("CONNECT: %v", err)
+			return 0, 0, 0, fmt.Errorf("CONNECT: %v", err)
 		}
 		if resp.StatusCode != http.StatusOK {
-			return 0, fmt.Errorf("CONNECT: %s", resp.Status)
+			return 0, 0, 0, fmt.Errorf("CONNECT: %s", resp.Status)
 		}
 		_ = c.SetReadDeadline(time.Time{})
 	}
 	time.Sleep(300 * time.Millisecond) // let the proxy's goroutines settle
 	after, err := t.child.mem()
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
-	grow := int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)
-	return float64(grow) / float64(n), nil
+	if heapProfile != "" {
+		if err := t.child.command("heap-profile "+heapProfile, nil); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	heap = float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / float64(n)
+	stack = float64(int64(after.StackInuse)-int64(before.StackInuse)) / float64(n)
+
+	// What the idle tunnels cost in CPU while nothing moves.
+	c0, err := t.child.stats()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	t0 := time.Now()
+	time.Sleep(time.Second)
+	c1, err := t.child.stats()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	idleCPU = float64(c1.CPUNanos-c0.CPUNanos) / float64(time.Since(t0).Nanoseconds())
+	return heap, stack, idleCPU, nil
 }

@@ -71,7 +71,7 @@ func main() {
 	flag.StringVar(&o.scenarios, "scenarios", "", "comma-separated scenarios to run (default all; see -list)")
 	flag.StringVar(&o.proxies, "proxies", "", "comma-separated proxies (default direct,bare,tuned,pw,go-mitmproxy)")
 	flag.StringVar(&o.peersDir, "peers", "internal/bench/peers", "directory of the go-mitmproxy peer module; empty skips it")
-	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of every proxy for every scenario into this directory")
+	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of every proxy for every scenario (and a heap profile with the idle tunnels open) into this directory")
 	flag.IntVar(&o.hubClients, "hub-clients", 20, "WebSocket clients subscribed to proxywatch's hub")
 	flag.StringVar(&o.hubTopics, "hub-topics", watchTopics, "comma-separated topics the hub clients subscribe to")
 	flag.IntVar(&o.idleConns, "idle-conns", 1000, "idle tunnels opened to measure memory per live connection")
@@ -108,7 +108,7 @@ func main() {
 
 const (
 	memScenario = "idle-conns"
-	memWhat     = "memory per live CONNECT tunnel (heap and stacks after GC)"
+	memWhat     = "memory per live CONNECT tunnel (heap and stacks after GC), and CPU while they idle"
 )
 
 // run runs the suite and returns its results. Progress goes to logw.
@@ -197,7 +197,7 @@ func run(o options, logw io.Writer) (*results, error) {
 		}
 	}
 
-	res := &results{opts: o, targets: targets, samples: map[string]map[string][]sample{}, mem: map[string][]float64{}}
+	res := &results{opts: o, targets: targets, samples: map[string]map[string][]sample{}, mem: map[string][][3]float64{}}
 	e := &env{up: up}
 	for _, sc := range scenarios() {
 		if !want(o.scenarios, sc.name) {
@@ -230,12 +230,16 @@ func run(o options, logw io.Writer) (*results, error) {
 				if t.child == nil {
 					continue
 				}
-				per, err := memPerConn(e, t, o.idleConns)
+				var heapProfile string
+				if o.profileDir != "" && r == 0 {
+					heapProfile, _ = filepath.Abs(filepath.Join(o.profileDir, memScenario+"-"+t.name+".heap"))
+				}
+				heap, stack, idle, err := memPerConn(e, t, o.idleConns, heapProfile)
 				if err != nil {
 					return nil, fmt.Errorf("%s via %s: %v", memScenario, t.name, err)
 				}
-				res.mem[t.name] = append(res.mem[t.name], per)
-				logf("%-16s %-13s rep %d: %.0f B per connection", memScenario, t.name, r+1, per)
+				res.mem[t.name] = append(res.mem[t.name], [3]float64{heap, stack, idle})
+				logf("%-16s %-13s rep %d: %.0f B heap, %.0f B stacks per connection; %.1f%% of a core while idle", memScenario, t.name, r+1, heap, stack, 100*idle)
 				settle(targets)
 			}
 		}

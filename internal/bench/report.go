@@ -14,7 +14,7 @@ type results struct {
 	targets   []*target
 	scenarios []scenario
 	samples   map[string]map[string][]sample // scenario -> target -> one per repetition
-	mem       map[string][]float64           // target -> bytes per idle tunnel, one per repetition
+	mem       map[string][][3]float64        // target -> heap and stack bytes per idle tunnel and idle CPU (cores), one per repetition
 	hubNote   string
 	notes     []string
 }
@@ -138,6 +138,16 @@ func formatRatio(r float64) string {
 // bulkScenarios are where proxywatch must at least match bare goproxy.
 var bulkScenarios = []string{"http-download", "http-download-8", "http-upload", "tunnel-bulk", "mitm-bulk"}
 
+// memPer returns the median heap and stack growth per idle tunnel.
+func (r *results) memPer(target string) (heap, stack float64) {
+	var hs, ss []float64
+	for _, m := range r.mem[target] {
+		hs = append(hs, m[0])
+		ss = append(ss, m[1])
+	}
+	return median(hs), median(ss)
+}
+
 func (r *results) ratio(scenario, a, b string) string {
 	return formatRatio(pairedRatio(r.samples[scenario][a], r.samples[scenario][b]))
 }
@@ -182,10 +192,15 @@ func (r *results) report() string {
 	}
 
 	if len(r.mem) > 0 {
-		b.WriteString("\n| idle CONNECT tunnels | proxy heap + stacks per tunnel |\n|---|--:|\n")
+		fmt.Fprintf(&b, "\n%d idle CONNECT tunnels: memory per tunnel (growth after GC), and the proxy's CPU while they idle:\n\n| proxy | heap | goroutine stacks | total | CPU while idle |\n|---|--:|--:|--:|--:|\n", o.idleConns)
 		for _, t := range r.targets {
-			if v, ok := r.mem[t.name]; ok {
-				fmt.Fprintf(&b, "| %s | %.2f KiB |\n", t.name, median(v)/1024)
+			if _, ok := r.mem[t.name]; ok {
+				h, st := r.memPer(t.name)
+				var idle []float64
+				for _, m := range r.mem[t.name] {
+					idle = append(idle, m[2])
+				}
+				fmt.Fprintf(&b, "| %s | %.2f KiB | %.2f KiB | %.2f KiB | %.1f%% of a core |\n", t.name, h/1024, st/1024, (h+st)/1024, 100*median(idle))
 			}
 		}
 	}
@@ -216,9 +231,11 @@ func (r *results) report() string {
 	for _, name := range bulkScenarios {
 		check(name, kindBare, "bare", 1.0)
 	}
-	if pw, ok := r.mem[kindPW]; ok {
-		if tuned, ok := r.mem[kindTuned]; ok {
-			extra := median(pw) - median(tuned)
+	if _, ok := r.mem[kindPW]; ok {
+		if _, ok := r.mem[kindTuned]; ok {
+			ph, ps := r.memPer(kindPW)
+			th, ts := r.memPer(kindTuned)
+			extra := ph + ps - th - ts
 			met := "yes"
 			if extra >= 1024 {
 				met = "**no**"

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -122,6 +123,10 @@ func startUpstreams() (*upstreams, error) {
 	if u.mitm, err = serve(true); err != nil {
 		return nil, err
 	}
+	// The decrypted upstream is reached by name, so that clients send SNI:
+	// go-mitmproxy names its leaf after the client's SNI alone, and has none
+	// to give for an IP.
+	u.mitm = strings.Replace(u.mitm, "127.0.0.1:", "localhost:", 1)
 
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

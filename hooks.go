@@ -171,6 +171,10 @@ func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http
 	}
 	if err != nil {
 		e.rtErr.CompareAndSwap(nil, &errorBox{err})
+		if errors.Is(err, errLoop) {
+			rt.p.setStatus(e, http.StatusLoopDetected)
+			return loopResponse(req), nil
+		}
 		return resp, err
 	}
 	rt.p.setStatus(e, resp.StatusCode)
@@ -293,7 +297,7 @@ func (p *Proxy) wrapConnectDial() {
 			return dial(req, network, addr) // not a CONNECT we saw: leave it alone
 		}
 		p.open(e)
-		c, err := dial(req, network, addr)
+		c, err := p.checkDial(dial(req, network, addr))
 		if err != nil {
 			p.end(e, EndUpstreamError, err)
 			return nil, err

@@ -84,11 +84,13 @@ type Proxy struct {
 	tracker tracker
 	obs     observers
 
-	maxSession atomic.Int64 // highest goproxy session seen by a hook
+	maxSession atomic.Int64              // highest goproxy session seen by a hook
+	self       atomic.Pointer[selfAddrs] // where Serve listens (loop.go)
 
 	mu       sync.Mutex // guards the fields below
 	srv      *http.Server
 	served   bool
+	closing  bool // Close or Shutdown was called: Serve must not start a server
 	stopped  bool
 	stopCh   chan struct{} // closed to stop the sampler
 	done     chan struct{} // closed when every goroutine stopped
@@ -164,6 +166,7 @@ func New(opts *Options) *Proxy {
 	// level before formatting anything, so keeping it on costs little.
 	p.gp.Verbose = true
 	p.gp.Logger = p.sink
+	p.guardDials()
 	p.wrapConnectDial()
 	p.gp.OnRequest().DoFunc(p.onRequest)
 	p.gp.OnRequest().HandleConnectFunc(p.onConnect)
@@ -248,7 +251,15 @@ func (p *Proxy) Serve(l net.Listener) error {
 		_ = l.Close()
 		return http.ErrServerClosed
 	}
+	p.setSelf(l.Addr())
 	p.mu.Lock()
+	if p.closing {
+		// Close or Shutdown ran between start and here, and found no server
+		// to stop: this one must not start.
+		p.mu.Unlock()
+		_ = l.Close()
+		return http.ErrServerClosed
+	}
 	if p.srv != nil {
 		p.mu.Unlock()
 		return errors.New("proxywatch: Serve called twice")
@@ -294,6 +305,7 @@ func (p *Proxy) connState(c net.Conn, s http.ConnState) {
 // it stops the sampler and the observer goroutines.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
+	p.closing = true
 	srv := p.srv
 	p.mu.Unlock()
 	var err error
@@ -322,6 +334,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // idempotent.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
+	p.closing = true
 	srv := p.srv
 	p.mu.Unlock()
 	// End the live connections first: srv.Close closes their client

@@ -342,3 +342,35 @@ func upgradeErr(c net.Conn, target, path string) (*bufio.Reader, error) {
 	}
 	return br, nil
 }
+
+// TestFaultCloseRacesServe closes (or shuts down) a Proxy while its Serve is
+// starting, again and again: Serve must always return http.ErrServerClosed,
+// and never leave a server running that nobody can stop.
+func TestFaultCloseRacesServe(t *testing.T) {
+	leakCheck(t)
+	for i := range 200 {
+		p := proxywatch.New(nil)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- p.Serve(l) }()
+		if i%2 == 0 {
+			p.Close()
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			p.Shutdown(ctx)
+			cancel()
+		}
+		select {
+		case err := <-served:
+			if !errors.Is(err, http.ErrServerClosed) {
+				t.Fatalf("round %d: Serve = %v, want http.ErrServerClosed", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			l.Close()
+			t.Fatalf("round %d: Serve still running after the Proxy was closed", i)
+		}
+	}
+}

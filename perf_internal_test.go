@@ -1,9 +1,12 @@
 package proxywatch
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -254,4 +257,34 @@ func FuzzSprintf(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A plain response body reaches the client connection's ReadFrom (net/http
+// hands it there): the copy takes a pooled buffer instead of allocating 32
+// KiB for every response, as a bare *net.TCPConn does.
+func TestClientReadFromUsesPooledBuffer(t *testing.T) {
+	p := New(nil)
+	defer p.Close()
+	c := &trackedTCPConn{trackedConn: &trackedConn{Conn: nopConn{}, p: p}}
+	body := make([]byte, 1024)
+	copyBody := func() {
+		n, err := c.ReadFrom(struct{ io.Reader }{bytes.NewReader(body)}) // no WriteTo: a real copy
+		if n != int64(len(body)) || err != nil {
+			t.Fatalf("ReadFrom: %d, %v", n, err)
+		}
+	}
+	copyBody()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = 100
+	for range n {
+		copyBody()
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 1024 {
+		t.Errorf("%d bytes allocated per response copied, want no copy buffer (under 1 KiB)", per)
+	}
+	if c.wire.Load() != (n+1)*uint64(len(body)) {
+		t.Errorf("wire count %d, want %d", c.wire.Load(), (n+1)*len(body))
+	}
 }

@@ -354,6 +354,19 @@ func peerFailed(c *net.TCPConn) bool {
 	return err != nil
 }
 
+// copyBufs are the buffers of copyPooled.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyPooled is io.Copy with a pooled buffer. net/http hands every plain
+// response body to the client connection's ReadFrom, where a bare
+// *net.TCPConn would allocate (and clear) a fresh 32 KiB buffer for each
+// response.
+func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	return io.CopyBuffer(dst, src, *buf)
+}
+
 // writerOnly hides a ReadFrom method so io.Copy falls back to Write.
 type writerOnly struct{ io.Writer }
 
@@ -378,7 +391,7 @@ func (c *trackedTCPConn) ReadFrom(r io.Reader) (int64, error) {
 			return n, err
 		}
 	}
-	return io.Copy(writerOnly{c}, r)
+	return copyPooled(writerOnly{c}, r)
 }
 
 // ReadFrom copies the client side of a tunnel to the upstream. It splices
@@ -402,5 +415,5 @@ func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
 			return n, err
 		}
 	}
-	return io.Copy(writerOnly{c}, r)
+	return copyPooled(writerOnly{c}, r)
 }

@@ -58,5 +58,14 @@ ui: $(UI)/node_modules/.package-lock.json
 bench:
 	$(GO) run ./internal/bench
 
+# soak runs the long soak (-soak, defined by the root package's tests: it
+# goes after the package, which go test would otherwise take for its value),
+# the fault and hostile-input suites, and each fuzz target for FUZZTIME.
+FUZZTIME ?= 60s
 soak: e2e-load
-	$(GO) test -race -count=1 -timeout 30m -run 'Soak|Fault' -soak ./...
+	$(GO) test -race -count=1 -timeout 30m -run 'Soak|Fault|Hostile' . -soak
+	$(GO) test -race -count=1 -timeout 10m -run 'Soak|Fault|Hostile' ./hub
+	$(GO) test -run '^$$' -fuzz '^FuzzParseGoproxy$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzHTTPErrorLog$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./hub
+	$(GO) test -run '^$$' -fuzz '^FuzzConnJSON$$' -fuzztime $(FUZZTIME) ./hub

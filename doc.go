@@ -133,4 +133,9 @@
 // ([LoadOrCreateCA]), never goproxy's built-in CA, whose private key is
 // public. Upstream TLS certificates are always verified; Options.UpstreamCAs
 // adds roots for private or test upstreams.
+//
+// A request the proxy would send to itself is refused (508 Loop Detected; a
+// CONNECT fails): one addressed to the proxy's own listener, and every
+// request when HTTP_PROXY or HTTPS_PROXY in the proxy's environment point at
+// it, which would otherwise come back to it for ever.
 package proxywatch

@@ -281,8 +281,11 @@ func TestClientReadFromUsesPooledBuffer(t *testing.T) {
 		copyBody()
 	}
 	runtime.ReadMemStats(&after)
-	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 1024 {
-		t.Errorf("%d bytes allocated per response copied, want no copy buffer (under 1 KiB)", per)
+	// Without the pool every copy allocates 32 KiB. With it, nothing; but
+	// the race detector makes sync.Pool drop a share of what it is given,
+	// so the bound is half a buffer.
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 16<<10 {
+		t.Errorf("%d bytes allocated per response copied, want no 32 KiB copy buffer each time", per)
 	}
 	if c.wire.Load() != (n+1)*uint64(len(body)) {
 		t.Errorf("wire count %d, want %d", c.wire.Load(), (n+1)*len(body))

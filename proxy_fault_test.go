@@ -1064,3 +1064,68 @@ func TestFaultWebSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultMITMPipelining pipelines requests on one decrypted connection
+// (TLS, and plain HTTP over CONNECT): the second and third are sent while
+// the first waits for a slow upstream, so the proxy reads them ahead (to see
+// whether the client left) and must hand them, intact and in order, to the
+// requests that follow.
+func TestFaultMITMPipelining(t *testing.T) {
+	for _, useTLS := range []bool{true, false} {
+		name := "HTTP over CONNECT"
+		if useTLS {
+			name = "TLS"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newFaultEnv(t, nil)
+			target := e.plain.Listener.Addr().String()
+			if useTLS {
+				target = e.mitm.Listener.Addr().String()
+			}
+			raw, err := net.Dial("tcp", e.pu.Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			connectOn(t, raw, target)
+			c := raw
+			if useTLS {
+				c = tls.Client(raw, &tls.Config{RootCAs: e.mitmRoots, ServerName: "127.0.0.1"})
+			}
+			paths := []string{"/drip?n=200", "/upload", "/ok?n=70000"}
+			var reqs strings.Builder
+			for _, p := range paths {
+				body := ""
+				if p == "/upload" {
+					body = string(payload(5000))
+				}
+				fmt.Fprintf(&reqs, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", p, target, len(body), body)
+			}
+			if _, err := io.WriteString(c, reqs.String()); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			for i, want := range []string{string(payload(200)), "5000", string(payload(70000))} {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("response %d: %v", i, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(got) != want {
+					t.Fatalf("response %d (%s): %d bytes, %v; want %d bytes", i, paths[i], len(got), err, len(want))
+				}
+			}
+			c.Close()
+			e.checkClean(t)
+			if n := len(e.p.History()); n != 3 {
+				t.Errorf("%d connections, want 3", n)
+			}
+			for _, ci := range e.p.History() {
+				if ci.EndReason != proxywatch.EndCompleted {
+					t.Errorf("%s ended with %q", ci.URL, ci.EndReason)
+				}
+			}
+		})
+	}
+}

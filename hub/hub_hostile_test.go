@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,10 +35,33 @@ import (
 // serving the well-behaved client that is connected throughout.
 
 // noLeak checks, after every other cleanup of the test, that no goroutine
-// the test started is left.
+// and no file descriptor the test opened is left (descriptors where the
+// system lists them).
 func noLeak(t *testing.T) {
+	if l, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		l.Close() // the network poller's descriptors exist before counting
+	}
 	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	before := fds()
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, ignore)
+		for deadline := time.Now().Add(10 * time.Second); fds() > before; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("%d file descriptors open after the test, %d before", fds(), before)
+				return
+			}
+		}
+	})
+}
+
+// fds counts the open file descriptors of the process (0 where /proc does
+// not list them).
+func fds() int {
+	if runtime.GOOS != "linux" {
+		return 0
+	}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
 }
 
 // bystander is a well-behaved client that must keep being served.

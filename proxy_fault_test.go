@@ -712,7 +712,7 @@ func TestFaultHTTPModes(t *testing.T) {
 	} {
 		for _, mode := range httpModes {
 			t.Run(tc.name+"/"+mode, func(t *testing.T) {
-				e := newFaultEnv(t, &proxywatch.Options{IdleTimeout: time.Second})
+				e := newFaultEnv(t, &proxywatch.Options{IdleTimeout: 500 * time.Millisecond})
 				o := tc.run(t, e, mode)
 				switch {
 				case o.err == nil && o.status == http.StatusOK && o.want >= 0 && o.got != o.want:

@@ -147,8 +147,10 @@ type entry struct {
 	client   *trackedConn
 	upstream net.Conn
 	cancel   context.CancelFunc
-	mitm     bool // a request decrypted from a CONNECT: client is the CONNECT's
-	busy     bool // a plain request, counted in client.busy while live
+	// readAhead: an HTTP/1 request decrypted from a CONNECT, whose client
+	// connection (the CONNECT's) nobody reads while it waits (watchClient)
+	readAhead bool
+	busy      bool // a plain request, counted in client.busy while live
 
 	// Outcome, written by the I/O path, read when it ends.
 	rtErr     atomic.Pointer[errorBox] // the round trip failed

@@ -46,7 +46,9 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 		// A request decrypted from a MITM'd CONNECT: its context comes from
 		// goproxy's own parser, so find the client connection by address.
 		e.info.Protocol = ProtoHTTPMITM
-		e.mitm = true
+		// Over HTTP/2 (goproxy's AllowHTTP2) the connection is read by its
+		// HTTP/2 server all the time: no read ahead there (watchClient).
+		e.readAhead = req.ProtoMajor < 2
 		if req.URL.Scheme == "https" {
 			e.info.Protocol = ProtoHTTPSMITM
 		}
@@ -119,7 +121,7 @@ func (p *Proxy) requestDone(e *entry) {
 // pending: goproxy does not read the connection again before the response
 // is written.
 func (e *entry) watchClient() {
-	if e.mitm && e.client != nil && e.rtPending.Load() {
+	if e.readAhead && e.client != nil && e.rtPending.Load() {
 		e.client.watchGone(e.cancel)
 	}
 }

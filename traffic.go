@@ -125,6 +125,12 @@ func (p *Proxy) sample(now time.Time) TrafficSample {
 		up, down := e.up.Load(), e.down.Load()
 		s.UpTotal += up
 		s.DownTotal += down
+		if e.busy && (up != e.lastUp || down != e.lastDown) {
+			// A plain request whose bytes move is not idle, even while
+			// net/http still buffers them and its client connection has
+			// not seen a byte (the idle timeout looks at that connection).
+			e.client.wire.Add(1)
+		}
 		if !e.lastAt.IsZero() {
 			dt := now.Sub(e.lastAt)
 			e.info.UpRate = perSecond(up-e.lastUp, dt)

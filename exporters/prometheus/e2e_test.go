@@ -437,10 +437,13 @@ func TestWebSocketUpgrade(t *testing.T) {
 	if _, err := io.ReadFull(br, make([]byte, msgSize)); err != nil {
 		t.Fatal(err)
 	}
-	fams := scrape(t, ms.URL)
-	if got := value(t, fams, "proxywatch_connections_opened_total", "protocol=HTTP"); got != 1 {
-		t.Errorf("opened{HTTP} = %v, want 1", got)
-	}
+	// Events reach observers asynchronously (in batches): wait for the
+	// opened event before judging the counters.
+	var fams map[string]*dto.MetricFamily
+	proxytest.WaitFor(t, "the opened event", func() bool {
+		fams = scrape(t, ms.URL)
+		return value(t, fams, "proxywatch_connections_opened_total", "protocol=HTTP") == 1
+	})
 	if got := value(t, fams, "proxywatch_connections_opened_total", "protocol=WebSocket"); got != 0 {
 		t.Errorf("opened{WebSocket} = %v, want 0", got)
 	}

@@ -55,12 +55,16 @@ func FuzzConnJSON(f *testing.F) {
 		if back.ID != c.ID || back.Up != n || !back.Start.Equal(c.Start) || !back.End.Equal(c.End) {
 			t.Fatalf("round trip %+v, want %+v", back, c)
 		}
-		wantRate := 0.0
-		if rate > 0 && !math.IsNaN(rate) {
-			wantRate = math.Round(min(rate, 1<<63-1024))
+		// Rates are encoded rounded, never negative and never past what a
+		// JSON integer decodes to exactly; UpRate is rate and DownRate -rate.
+		wantRate := func(r float64) float64 {
+			if r > 0 && !math.IsNaN(r) {
+				return math.Round(min(r, 1<<63-1024))
+			}
+			return 0
 		}
-		if back.UpRate != wantRate || back.DownRate != 0 {
-			t.Fatalf("rates %v/%v for %v, want %v/0", back.UpRate, back.DownRate, rate, wantRate)
+		if back.UpRate != wantRate(rate) || back.DownRate != wantRate(-rate) {
+			t.Fatalf("rates %v/%v for %v, want %v/%v", back.UpRate, back.DownRate, rate, wantRate(rate), wantRate(-rate))
 		}
 	})
 }

@@ -196,9 +196,9 @@ func clashDashWaitLog(t *testing.T, ws *websocket.Conn, texts ...string) {
 }
 
 func TestClashDashboardReplay(t *testing.T) {
-	plain := clashEndless(false)
+	plain := streamServer(false)
 	t.Cleanup(plain.Close)
-	p, pu := clashStartProxy(t)
+	p, pu := startProxy(t)
 	const origin = "http://dashboard.example:9090"
 	_, srv := clashStartAPI(t, p, &hub.ClashOptions{AllowedOrigins: []string{origin}, ProxyAddr: pu.Host})
 	bearer := "Bearer " + clashSecret
@@ -264,7 +264,7 @@ func TestClashDashboardReplay(t *testing.T) {
 		if resp, _ := b.fetch(http.MethodDelete, "/connections/"+id, ""); resp.StatusCode/100 != 2 {
 			t.Fatalf("DELETE /connections/%s: %s", id, resp.Status)
 		}
-		if err := x.wait(t); errors.Is(err, errClashNoError) {
+		if err := x.wait(t); errors.Is(err, errNoError) {
 			t.Error("the transfer ended without error")
 		}
 	})
@@ -313,13 +313,13 @@ func TestClashDashboardReplay(t *testing.T) {
 		if resp, _ := b.fetch(http.MethodDelete, "/connections/"+id, ""); resp.StatusCode/100 != 2 {
 			t.Fatalf("DELETE /connections/%s: %s", id, resp.Status)
 		}
-		if err := one.wait(t); errors.Is(err, errClashNoError) {
+		if err := one.wait(t); errors.Is(err, errNoError) {
 			t.Error("the first transfer ended without error")
 		}
 		if resp, _ := b.fetch(http.MethodDelete, "/connections", ""); resp.StatusCode/100 != 2 {
 			t.Fatalf("DELETE /connections: %s", resp.Status)
 		}
-		if err := two.wait(t); errors.Is(err, errClashNoError) {
+		if err := two.wait(t); errors.Is(err, errNoError) {
 			t.Error("the second transfer ended without error")
 		}
 	})
@@ -402,7 +402,7 @@ func TestClashDashboardReplay(t *testing.T) {
 		if resp, _ := b.fetch(http.MethodDelete, "/connections", ""); resp.StatusCode/100 != 2 {
 			t.Fatalf("DELETE /connections: %s", resp.Status)
 		}
-		if err := x.wait(t); errors.Is(err, errClashNoError) {
+		if err := x.wait(t); errors.Is(err, errNoError) {
 			t.Error("the transfer ended without error")
 		}
 	})

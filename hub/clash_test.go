@@ -154,25 +154,6 @@ func clashShapeOf(t *testing.T, where, example string, got []byte) map[string]an
 	return m
 }
 
-// clashStartProxy serves a Proxy on loopback until the test ends.
-func clashStartProxy(t *testing.T) (*proxywatch.Proxy, *url.URL) {
-	t.Helper()
-	p := proxywatch.New(&proxywatch.Options{SampleInterval: 50 * time.Millisecond})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(l) }()
-	t.Cleanup(func() {
-		p.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return p, &url.URL{Scheme: "http", Host: l.Addr().String()}
-}
-
 // clashStartAPI serves a ClashAPI of p behind an httptest server until the
 // test ends; the secret is clashSecret unless opts says otherwise.
 func clashStartAPI(t *testing.T, p *proxywatch.Proxy, opts *hub.ClashOptions) (*hub.ClashAPI, *httptest.Server) {
@@ -287,32 +268,6 @@ func clashReadJSON(t *testing.T, ws *websocket.Conn, v any) []byte {
 	return b
 }
 
-// clashEndless is an upstream that sends an endless body in 32 KiB chunks,
-// one every 10 ms, until the client goes away: a transfer always in flight.
-func clashEndless(tlsOn bool) *httptest.Server {
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		chunk := make([]byte, 32<<10)
-		w.Header().Set("Content-Length", strconv.Itoa(1<<40)) // never completes
-		for {
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	})
-	if tlsOn {
-		return httptest.NewTLSServer(handler)
-	}
-	return httptest.NewServer(handler)
-}
-
-var errClashNoError = errors.New("the transfer ended without error")
-
 // clashTransfer is a download through the proxy that runs until it fails.
 type clashTransfer struct {
 	errc   chan error
@@ -351,7 +306,7 @@ func clashStartTransfer(t *testing.T, proxy *url.URL, target string, roots *x509
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if err == nil {
-				err = errClashNoError
+				err = errNoError
 			}
 		}
 		x.errc <- err
@@ -394,14 +349,14 @@ type clashSnapshotJSON struct {
 // the values of live connections against what the proxy and the clients
 // know: a plain request, a CONNECT tunnel and a request by host name.
 func TestClashShapes(t *testing.T) {
-	plain := clashEndless(false)
+	plain := streamServer(false)
 	t.Cleanup(plain.Close)
-	secure := clashEndless(true)
+	secure := streamServer(true)
 	t.Cleanup(secure.Close)
 	roots := x509.NewCertPool()
 	roots.AddCert(secure.Certificate())
 
-	p, pu := clashStartProxy(t)
+	p, pu := startProxy(t)
 	_, srv := clashStartAPI(t, p, &hub.ClashOptions{ProxyAddr: pu.Host})
 
 	_, plainPort, _ := net.SplitHostPort(strings.TrimPrefix(plain.URL, "http://"))
@@ -592,7 +547,7 @@ func clashReadUntil(t *testing.T, ws *websocket.Conn, text string) []byte {
 // ?token= on WebSocket upgrades only, 401 {"message":"Unauthorized"}
 // otherwise; and a generated secret when none is given.
 func TestClashAuth(t *testing.T) {
-	p, _ := clashStartProxy(t)
+	p, _ := startProxy(t)
 	_, srv := clashStartAPI(t, p, nil)
 	for _, x := range []struct {
 		name   string
@@ -678,7 +633,7 @@ func TestClashAuth(t *testing.T) {
 // Access included; a foreign one is refused on every path, WebSockets
 // included; the API's own origin and non-browsers need nothing.
 func TestClashCORS(t *testing.T) {
-	p, _ := clashStartProxy(t)
+	p, _ := startProxy(t)
 	const dashboard = "http://dashboard.example:8080"
 	_, srv := clashStartAPI(t, p, &hub.ClashOptions{AllowedOrigins: []string{dashboard + "/"}})
 	preflight := func(origin string) http.Header {
@@ -745,14 +700,14 @@ func TestClashCORS(t *testing.T) {
 // /connections/{id} and DELETE /connections: each client sees an error, the
 // others go on, and the pushed list (WebSocket, ?interval=) empties.
 func TestClashDeleteEndsTransfers(t *testing.T) {
-	plain := clashEndless(false)
+	plain := streamServer(false)
 	t.Cleanup(plain.Close)
-	secure := clashEndless(true)
+	secure := streamServer(true)
 	t.Cleanup(secure.Close)
 	roots := x509.NewCertPool()
 	roots.AddCert(secure.Certificate())
 
-	p, pu := clashStartProxy(t)
+	p, pu := startProxy(t)
 	_, srv := clashStartAPI(t, p, nil)
 	ws := clashDial(t, srv, "/connections?interval=30&token="+clashSecret, nil)
 
@@ -783,7 +738,7 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE /connections/%s: %s", ids["/one"], resp.Status)
 	}
-	if err := transfers["/one"].wait(t); errors.Is(err, errClashNoError) {
+	if err := transfers["/one"].wait(t); errors.Is(err, errNoError) {
 		t.Errorf("/one ended without an error after DELETE")
 	}
 	for _, k := range []string{"/two", "tunnel"} {
@@ -804,7 +759,7 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 		t.Fatalf("DELETE /connections: %s", resp.Status)
 	}
 	for _, k := range []string{"/two", "tunnel"} {
-		if err := transfers[k].wait(t); errors.Is(err, errClashNoError) {
+		if err := transfers[k].wait(t); errors.Is(err, errNoError) {
 			t.Errorf("%s ended without an error after DELETE /connections", k)
 		}
 	}
@@ -832,9 +787,9 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 // streaming GET: one message per interval (never faster), bytes per second
 // while a transfer runs, exact zeros once nothing moves, growing totals.
 func TestClashTrafficStream(t *testing.T) {
-	plain := clashEndless(false)
+	plain := streamServer(false)
 	t.Cleanup(plain.Close)
-	p, pu := clashStartProxy(t)
+	p, pu := startProxy(t)
 	const every = 50 * time.Millisecond
 	_, srv := clashStartAPI(t, p, &hub.ClashOptions{TrafficInterval: every})
 	ws := clashDial(t, srv, "/traffic?token="+clashSecret, nil)
@@ -903,7 +858,7 @@ func TestClashTrafficStream(t *testing.T) {
 // (even with an hour's interval), then one per interval, never faster than
 // MinConnectionsInterval, and 400 for a malformed value.
 func TestClashConnectionsInterval(t *testing.T) {
-	p, _ := clashStartProxy(t)
+	p, _ := startProxy(t)
 	const floor = 60 * time.Millisecond
 	_, srv := clashStartAPI(t, p, &hub.ClashOptions{MinConnectionsInterval: floor})
 
@@ -940,7 +895,7 @@ func TestClashConnectionsInterval(t *testing.T) {
 // names, both formats, the connection id in the fields, a streaming GET,
 // "silent", and 400 for an unknown level.
 func TestClashLogs(t *testing.T) {
-	p, _ := clashStartProxy(t)
+	p, _ := startProxy(t)
 	api, srv := clashStartAPI(t, p, nil)
 	logger := slog.New(p.SlogHandler())
 
@@ -1026,7 +981,7 @@ func TestClashLogs(t *testing.T) {
 // checks that each ends (1001 on WebSockets, end of body on GETs), that no
 // goroutine of the API is left, and that later streams get 503.
 func TestClashCloseEndsStreams(t *testing.T) {
-	p, _ := clashStartProxy(t)
+	p, _ := startProxy(t)
 	api := hub.NewClashAPI(p, &hub.ClashOptions{Secret: clashSecret, TrafficInterval: 20 * time.Millisecond})
 	srv := httptest.NewServer(api)
 	defer srv.Close()
@@ -1102,7 +1057,7 @@ func TestClashCloseEndsStreams(t *testing.T) {
 // TestClashMaxStreams checks that streams beyond MaxStreams get 503 and
 // that a freed slot is reusable.
 func TestClashMaxStreams(t *testing.T) {
-	p, _ := clashStartProxy(t)
+	p, _ := startProxy(t)
 	api, srv := clashStartAPI(t, p, &hub.ClashOptions{MaxStreams: 2})
 	a := clashDial(t, srv, "/memory?token="+clashSecret, nil)
 	clashDial(t, srv, "/memory?token="+clashSecret, nil)
@@ -1122,7 +1077,7 @@ func TestClashMaxStreams(t *testing.T) {
 // TestClashUnsupported checks the honest refusals of what a forward proxy
 // without nodes, rules or a configuration file cannot do.
 func TestClashUnsupported(t *testing.T) {
-	p, _ := clashStartProxy(t)
+	p, _ := startProxy(t)
 	level := new(slog.LevelVar)
 	_, srv := clashStartAPI(t, p, &hub.ClashOptions{LogLevel: level})
 	for _, x := range []struct {

@@ -25,55 +25,12 @@ import (
 // These tests run a real Proxy carrying real traffic from real HTTP clients to
 // httptest upstreams, all on loopback.
 
-// startProxy serves a Proxy on loopback until the test ends.
-func startProxy(t *testing.T) (*proxywatch.Proxy, *url.URL) {
-	t.Helper()
-	p := proxywatch.New(&proxywatch.Options{SampleInterval: 50 * time.Millisecond})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(l) }()
-	t.Cleanup(func() {
-		p.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return p, &url.URL{Scheme: "http", Host: l.Addr().String()}
-}
-
 // startHub serves a Hub of p behind an httptest server until the test ends.
 func startHub(t *testing.T, p *proxywatch.Proxy, opts *hub.Options) (*hub.Hub, *httptest.Server) {
 	t.Helper()
 	opts.Token = "s3cret"
 	h := hub.New(p, opts)
 	return h, serve(t, h)
-}
-
-// streamServer sends an endless body in 32 KiB chunks, one every 10 ms, until
-// the client goes away: a large transfer that is always in flight.
-func streamServer(tlsOn bool) *httptest.Server {
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		chunk := make([]byte, 32<<10)
-		w.Header().Set("Content-Length", fmt.Sprint(1<<40)) // never completes
-		for {
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	})
-	if tlsOn {
-		return httptest.NewTLSServer(handler)
-	}
-	return httptest.NewServer(handler)
 }
 
 // transfer downloads url through the proxy until it fails, and returns the
@@ -95,8 +52,6 @@ func transfer(t *testing.T, proxy *url.URL, target string, roots *x509.CertPool)
 	}()
 	return errc
 }
-
-var errNoError = errors.New("the transfer ended without error")
 
 // TestCloseActionsEndTransfers closes in-flight transfers through the socket:
 // one by id, then the rest with closeAllConnections. Each client sees an

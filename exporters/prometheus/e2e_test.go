@@ -130,44 +130,15 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 `, "proxywatch_bytes_total", "proxywatch_live_connections")
 
 	// Phase 1: five GETs and two POSTs to web, and one GET to a dead port.
-	for i := range 7 {
-		var resp *http.Response
-		var err error
-		if i < 5 {
-			resp, err = hc.Get(web.URL + "/get")
-		} else {
-			resp, err = hc.Post(web.URL+"/post", "text/plain", strings.NewReader(strings.Repeat("u", postSize)))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || n != respSize {
-			t.Fatalf("request %d: read %d bytes, %v", i, n, err)
-		}
-	}
-	resp, err := hc.Get("http://" + dead + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	proxytest.Exchanges(t, hc, web.URL, 5, 2, postSize, respSize)
+	resp := proxytest.Get(t, hc, "http://"+dead+"/")
 	if resp.StatusCode != http.StatusInternalServerError {
 		t.Errorf("GET to a dead port: %s, want goproxy's 500", resp.Status)
 	}
 	proxytest.WaitIdle(t, p)
 	// What the failed request counts is the core's business (the error page
 	// goproxy writes did not come from the upstream); take it from History.
-	var errConn proxywatch.ConnInfo
-	for _, ci := range p.History() {
-		if ci.Host == dead {
-			errConn = ci
-		}
-	}
-	if errConn.EndReason != proxywatch.EndUpstreamError || errConn.Protocol != proxywatch.ProtoHTTP {
-		t.Fatalf("the failed request: %+v, want an HTTP connection ended by upstream error", errConn)
-	}
+	errConn := proxytest.FailedConn(t, p, dead)
 	errUp, errDown := errConn.Up, errConn.Down
 
 	// Phase 2: a tunnel to the echo server, scraped while it is open.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -253,4 +254,125 @@ func (l *LogCounter) WaitMark(t testing.TB, p *proxywatch.Proxy) Mark {
 		return false
 	})
 	return m
+}
+
+// Exchanges sends gets GETs to web+"/get", then posts POSTs of postSize bytes
+// to web+"/post", through hc, and fails the test unless every response
+// brings respSize bytes.
+func Exchanges(t testing.TB, hc *http.Client, web string, gets, posts, postSize int, respSize int64) {
+	t.Helper()
+	for i := range gets + posts {
+		var resp *http.Response
+		var err error
+		if i < gets {
+			resp, err = hc.Get(web + "/get")
+		} else {
+			resp, err = hc.Post(web+"/post", "text/plain", strings.NewReader(strings.Repeat("u", postSize)))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != respSize {
+			t.Fatalf("request %d: read %d bytes, %v", i, n, err)
+		}
+	}
+}
+
+// Get fetches target through hc, reads and closes the body, and returns the
+// response for its status.
+func Get(t testing.TB, hc *http.Client, target string) *http.Response {
+	t.Helper()
+	resp, err := hc.Get(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// FailedConn returns the connection to host in p's History, and fails the
+// test unless it is a plain HTTP one ended by an upstream error. What a
+// failed request counts is the core's business, so tests take it from here.
+func FailedConn(t testing.TB, p *proxywatch.Proxy, host string) proxywatch.ConnInfo {
+	t.Helper()
+	var errConn proxywatch.ConnInfo
+	for _, ci := range p.History() {
+		if ci.Host == host {
+			errConn = ci
+		}
+	}
+	if errConn.EndReason != proxywatch.EndUpstreamError || errConn.Protocol != proxywatch.ProtoHTTP {
+		t.Fatalf("the failed request: %+v, want an HTTP connection ended by upstream error", errConn)
+	}
+	return errConn
+}
+
+// HotPath is the body of the exporters' BenchmarkHotPath. One plain-HTTP
+// request loop goes, in the same run, through three Proxies: a bare one, one
+// with an observer that does nothing (the cost of having events delivered at
+// all, which any observer pays), and watched, which the caller gave its
+// exporter; collect, when not nil, is called once per 1000 requests. The
+// requests take turns, in rotating order, so that the machine's noise falls on
+// all alike. It reports the median time per request through each, and the
+// ratios exporter/bare and exporter/noop (1.00 means no cost). Medians,
+// because a shared machine's pauses land on single requests and would swamp a
+// mean.
+func HotPath(b *testing.B, watched *proxywatch.Proxy, collect func() error) {
+	web := Upstream(b, 1024)
+
+	bare := proxywatch.New(nil)
+	noop := proxywatch.New(nil)
+	b.Cleanup(noop.Observe(Observer{
+		ConnObserver: proxywatch.ConnObserverFunc(func(proxywatch.ConnEvent) {}),
+		LogObserver:  proxywatch.LogObserverFunc(func(proxywatch.LogRecord) {}),
+	}))
+
+	clients := []*http.Client{
+		Client(b, Serve(b, bare)),
+		Client(b, Serve(b, noop)),
+		Client(b, Serve(b, watched)),
+	}
+	get := func(hc *http.Client) time.Duration {
+		start := time.Now()
+		resp, err := hc.Get(web.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(start)
+	}
+	// Warm all up: keep-alive connections, goproxy's and the upstream's.
+	for range 50 {
+		for _, hc := range clients {
+			get(hc)
+		}
+	}
+
+	times := make([][]time.Duration, len(clients))
+	for i := 0; b.Loop(); i++ {
+		for k := range clients {
+			j := (i + k) % len(clients)
+			times[j] = append(times[j], get(clients[j]))
+		}
+		if i%1000 == 999 && collect != nil {
+			if err := collect(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	mBare, mNoop, mWatched := median(times[0]), median(times[1]), median(times[2])
+	b.ReportMetric(float64(mBare), "ns/req-bare")
+	b.ReportMetric(float64(mNoop), "ns/req-noop")
+	b.ReportMetric(float64(mWatched), "ns/req-exporter")
+	b.ReportMetric(float64(mWatched)/float64(mBare), "exporter/bare")
+	b.ReportMetric(float64(mWatched)/float64(mNoop), "exporter/noop")
+}
+
+func median(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)/2]
 }

@@ -430,6 +430,15 @@ func (o outcome) String() string {
 	return fmt.Sprintf("status %d, %d of %d bytes, err %v", o.status, o.got, o.want, o.err)
 }
 
+// getRun is the run of a case that GETs path (from a dead upstream when dead)
+// and reads the response as do does, wanting want bytes.
+func getRun(path string, dead bool, want int) func(*testing.T, *faultEnv, string) outcome {
+	return func(t *testing.T, e *faultEnv, mode string) outcome {
+		req, _ := http.NewRequest("GET", e.url(mode, path, dead), nil)
+		return do(e.client(t, mode), req, want)
+	}
+}
+
 // do sends req with c and reads the whole response body.
 func do(c *http.Client, req *http.Request, want int) outcome {
 	o := outcome{want: want}
@@ -545,20 +554,14 @@ func TestFaultHTTPModes(t *testing.T) {
 		reasons map[string][]proxywatch.EndReason
 	}{
 		{
-			name: "complete response",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/ok?n=100000", false), nil)
-				return do(e.client(t, mode), req, big)
-			},
+			name:    "complete response",
+			run:     getRun("/ok?n=100000", false, big),
 			want:    wantComplete,
 			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 		{
-			name: "chunked response",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/chunked?n=100000", false), nil)
-				return do(e.client(t, mode), req, big)
-			},
+			name:    "chunked response",
+			run:     getRun("/chunked?n=100000", false, big),
 			want:    wantComplete,
 			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
@@ -567,56 +570,38 @@ func TestFaultHTTPModes(t *testing.T) {
 			// small to fill its buffer), so that in plain mode the client
 			// connection sees no byte before the end: the bytes moving
 			// upstream keep it from being idle.
-			name: "slow drip",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/drip?n=600", false), nil)
-				return do(e.client(t, mode), req, 600)
-			},
+			name:    "slow drip",
+			run:     getRun("/drip?n=600", false, 600),
 			want:    wantComplete,
 			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 		{
-			name: "upstream refuses",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/ok?n=10", true), nil)
-				return do(e.client(t, mode), req, 10)
-			},
+			name:    "upstream refuses",
+			run:     getRun("/ok?n=10", true, 10),
 			want:    wantFailure,
 			reasons: same(proxywatch.EndUpstreamError),
 		},
 		{
-			name: "upstream resets mid-body",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/reset?n=100000&m=30000", false), nil)
-				return do(e.client(t, mode), req, big)
-			},
+			name:    "upstream resets mid-body",
+			run:     getRun("/reset?n=100000&m=30000", false, big),
 			want:    wantFailure,
 			reasons: same(proxywatch.EndUpstreamError),
 		},
 		{
-			name: "Content-Length longer than the body",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/lie?n=100000&m=30000", false), nil)
-				return do(e.client(t, mode), req, big)
-			},
+			name:    "Content-Length longer than the body",
+			run:     getRun("/lie?n=100000&m=30000", false, big),
 			want:    wantFailure,
 			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelCut),
 		},
 		{
-			name: "Content-Length shorter than the body",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/over?n=1000&m=500", false), nil)
-				return do(e.client(t, mode), req, 1000)
-			},
+			name:    "Content-Length shorter than the body",
+			run:     getRun("/over?n=1000&m=500", false, 1000),
 			want:    wantComplete,
 			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
 		},
 		{
-			name: "chunked body cut short",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/chunkbreak?m=20000", false), nil)
-				return do(e.client(t, mode), req, -1)
-			},
+			name:    "chunked body cut short",
+			run:     getRun("/chunkbreak?m=20000", false, -1),
 			want:    wantFailure,
 			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelCut),
 		},
@@ -659,20 +644,14 @@ func TestFaultHTTPModes(t *testing.T) {
 			reasons: split(reasons(proxywatch.EndClientClosed), tunnelEnds),
 		},
 		{
-			name: "upstream stalls before headers, client waits: idle timeout",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/stallhdr", false), nil)
-				return do(e.client(t, mode), req, 0)
-			},
+			name:    "upstream stalls before headers, client waits: idle timeout",
+			run:     getRun("/stallhdr", false, 0),
 			want:    wantFailure,
 			reasons: same(proxywatch.EndIdleTimeout),
 		},
 		{
-			name: "upstream stalls mid-body, client waits: idle timeout",
-			run: func(t *testing.T, e *faultEnv, mode string) outcome {
-				req, _ := http.NewRequest("GET", e.url(mode, "/stall?n=100000&m=30000", false), nil)
-				return do(e.client(t, mode), req, big)
-			},
+			name:    "upstream stalls mid-body, client waits: idle timeout",
+			run:     getRun("/stall?n=100000&m=30000", false, big),
 			want:    wantFailure,
 			reasons: same(proxywatch.EndIdleTimeout),
 		},

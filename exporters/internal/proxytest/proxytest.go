@@ -376,3 +376,14 @@ func median(d []time.Duration) time.Duration {
 	slices.Sort(d)
 	return d[len(d)/2]
 }
+
+// WaitDropsMark is WaitMark for a test that made l miss records: it fails
+// the test unless some were told dropped by the mark, and the records
+// received and told dropped add up to the mark's Seq.
+func (l *LogCounter) WaitDropsMark(t testing.TB, p *proxywatch.Proxy) {
+	t.Helper()
+	m := l.WaitMark(t, p)
+	if m.Dropped == 0 || m.Received+m.Dropped != m.Seq {
+		t.Errorf("at the mark: received %d, told of %d dropped, Seq %d: want received+dropped = Seq, and some dropped", m.Received, m.Dropped, m.Seq)
+	}
+}

@@ -32,6 +32,7 @@ type subscriber struct {
 	logQ     chan LogRecord
 	missed   atomic.Uint64 // log records dropped since the last one queued
 
+	kick     chan struct{} // batchFull events are queued: deliver now
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -99,7 +100,7 @@ func (o *observers) stopAll() {
 }
 
 func newSubscriber(t TrafficObserver, c ConnObserver, l LogObserver, queue int) *subscriber {
-	s := &subscriber{traffic: t, conns: c, logs: l, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &subscriber{traffic: t, conns: c, logs: l, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if t != nil {
 		s.trafficQ = make(chan TrafficSample, 64)
 	}
@@ -177,12 +178,19 @@ func (s *subscriber) halt() {
 // more than delivering an event to it, so a busy proxy delivers in batches,
 // waking each observer at most about once per window instead of twice per
 // connection; an idle proxy wakes no one. Events are late by at most this.
-const batchWindow = 5 * time.Millisecond
+// The wait ends early when batchFull events are queued (the emitting side
+// kicks), and there is none after a batch that large: a flood is delivered
+// as fast as the observer takes it.
+const (
+	batchWindow = 5 * time.Millisecond
+	batchFull   = 256
+)
 
 func (s *subscriber) run() {
 	defer close(s.done)
 	wait := time.NewTimer(batchWindow)
 	wait.Stop()
+	flood := false
 	for {
 		select {
 		case t := <-s.trafficQ:
@@ -195,22 +203,38 @@ func (s *subscriber) run() {
 			s.drain()
 			return
 		}
-		wait.Reset(batchWindow)
-		select {
-		case <-wait.C:
-		case <-s.stop:
-			wait.Stop()
-			s.drain()
-			return
+		if !flood && len(s.trafficQ)+len(s.connQ)+len(s.logQ) < batchFull {
+			wait.Reset(batchWindow)
+			select {
+			case <-wait.C:
+			case <-s.kick:
+				wait.Stop()
+			case <-s.stop:
+				wait.Stop()
+				s.drain()
+				return
+			}
 		}
-		s.deliverQueued()
+		flood = s.deliverQueued() >= batchFull
+	}
+}
+
+// kickIfFull ends the observer's batch wait when queued events make a batch.
+func (s *subscriber) kickIfFull(queued int) {
+	if queued >= batchFull {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // deliverQueued delivers the events queued now, and no more, so that a
-// producer faster than the observer cannot keep it from checking stop.
-func (s *subscriber) deliverQueued() {
-	for n := len(s.trafficQ) + len(s.connQ) + len(s.logQ); n > 0; n-- {
+// producer faster than the observer cannot keep it from checking stop. It
+// returns how many it delivered.
+func (s *subscriber) deliverQueued() int {
+	n := len(s.trafficQ) + len(s.connQ) + len(s.logQ)
+	for i := range n {
 		select {
 		case t := <-s.trafficQ:
 			s.traffic.ObserveTraffic(t)
@@ -219,9 +243,10 @@ func (s *subscriber) deliverQueued() {
 		case r := <-s.logQ:
 			s.logs.ObserveLog(r)
 		default:
-			return
+			return i
 		}
 	}
+	return n
 }
 
 func (s *subscriber) drain() {
@@ -273,6 +298,7 @@ func (p *Proxy) emitTraffic(t TrafficSample) {
 		default:
 			p.obs.dropped.Add(1)
 		}
+		s.kickIfFull(len(s.trafficQ))
 	}
 }
 
@@ -286,6 +312,7 @@ func (p *Proxy) emitConn(e ConnEvent) {
 		default:
 			p.obs.dropped.Add(1)
 		}
+		s.kickIfFull(len(s.connQ))
 	}
 }
 
@@ -301,5 +328,6 @@ func (p *Proxy) emitLog(r LogRecord) {
 			s.missed.Add(r.Dropped + 1)
 			p.obs.dropped.Add(1)
 		}
+		s.kickIfFull(len(s.logQ))
 	}
 }

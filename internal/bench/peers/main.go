@@ -137,6 +137,23 @@ func serveCommands(in io.Reader, out io.Writer) {
 			}
 			prof = f
 			_ = enc.Encode(struct{}{})
+		case "sample-all-allocs":
+			runtime.MemProfileRate = 1
+			_ = enc.Encode(struct{}{})
+		case "heap-profile":
+			runtime.GC()
+			f, err := os.Create(arg)
+			if err == nil {
+				err = pprof.WriteHeapProfile(f)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if err != nil {
+				_ = enc.Encode(map[string]string{"Error": err.Error()})
+				continue
+			}
+			_ = enc.Encode(struct{}{})
 		case "stop-profile":
 			if prof != nil {
 				pprof.StopCPUProfile()

@@ -594,10 +594,13 @@ func TestFaultHTTPModes(t *testing.T) {
 			reasons: split(reasons(proxywatch.EndUpstreamError), tunnelCut),
 		},
 		{
-			name:    "Content-Length shorter than the body",
-			run:     getRun("/over?n=1000&m=500", false, 1000),
-			want:    wantComplete,
-			reasons: split(reasons(proxywatch.EndCompleted), tunnelEnds),
+			name: "Content-Length shorter than the body",
+			run:  getRun("/over?n=1000&m=500", false, 1000),
+			want: wantComplete,
+			// Through a tunnel the extra bytes reach a client that stops
+			// reading after 1000 and closes: its reset may reach the
+			// upstream side first, as when the upstream cuts a response.
+			reasons: split(reasons(proxywatch.EndCompleted), tunnelCut),
 		},
 		{
 			name:    "chunked body cut short",

@@ -7,6 +7,8 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 UI          := examples/dashboard/ui
 EXPORTERS   := exporters/prometheus exporters/otel
+# Modules of their own that have no tests but are vetted and staticchecked.
+OTHERMODS   := internal/bench/peers
 
 .PHONY: test lint test-go test-exporters test-ui e2e e2e-load ui ui-check bench soak
 
@@ -17,7 +19,7 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "not gofmt'd: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
-	@for m in $(EXPORTERS); do (cd $$m && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
+	@for m in $(EXPORTERS) $(OTHERMODS); do (cd $$m && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
 
 test-go:
 	$(GO) test -race -count=1 -timeout 10m ./...

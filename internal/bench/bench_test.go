@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -64,9 +65,13 @@ func TestSuiteInMiniature(t *testing.T) {
 			}
 		}
 	}
+	// The heap figure is a difference of two heap readings in a child
+	// process; in a run this short a garbage collection between them can make
+	// it negative, so only its presence is checked. Goroutine stacks per
+	// tunnel are always there.
 	for _, name := range []string{kindTuned, kindPW} {
-		if m := res.mem[name]; len(m) != 1 || m[0][0] <= 0 || m[0][1] <= 0 || m[0][2] < 0 {
-			t.Errorf("%s: memory per idle tunnel %v, want one positive figure", name, m)
+		if m := res.mem[name]; len(m) != 1 || math.IsNaN(m[0][0]) || m[0][1] <= 0 || m[0][2] < 0 {
+			t.Errorf("%s: memory per idle tunnel %v, want one measurement with stacks > 0", name, m)
 		}
 	}
 	rep := res.report()

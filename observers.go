@@ -288,31 +288,33 @@ func (p *Proxy) Observe(o any) (stop func()) {
 	return func() { once.Do(func() { p.obs.remove(s) }) }
 }
 
+// offer queues v for s without blocking: when q is full, v is dropped and
+// counted. It reports whether v was queued.
+func offer[T any](o *observers, s *subscriber, q chan T, v T) bool {
+	queued := true
+	select {
+	case q <- v:
+	default:
+		o.dropped.Add(1)
+		queued = false
+	}
+	s.kickIfFull(len(q))
+	return queued
+}
+
 func (p *Proxy) emitTraffic(t TrafficSample) {
 	for _, s := range p.obs.load() {
-		if s.trafficQ == nil {
-			continue
+		if s.trafficQ != nil {
+			offer(&p.obs, s, s.trafficQ, t)
 		}
-		select {
-		case s.trafficQ <- t:
-		default:
-			p.obs.dropped.Add(1)
-		}
-		s.kickIfFull(len(s.trafficQ))
 	}
 }
 
 func (p *Proxy) emitConn(e ConnEvent) {
 	for _, s := range p.obs.load() {
-		if s.connQ == nil {
-			continue
+		if s.connQ != nil {
+			offer(&p.obs, s, s.connQ, e)
 		}
-		select {
-		case s.connQ <- e:
-		default:
-			p.obs.dropped.Add(1)
-		}
-		s.kickIfFull(len(s.connQ))
 	}
 }
 
@@ -322,12 +324,8 @@ func (p *Proxy) emitLog(r LogRecord) {
 			continue
 		}
 		r.Dropped = s.missed.Swap(0)
-		select {
-		case s.logQ <- r:
-		default:
+		if !offer(&p.obs, s, s.logQ, r) {
 			s.missed.Add(r.Dropped + 1)
-			p.obs.dropped.Add(1)
 		}
-		s.kickIfFull(len(s.logQ))
 	}
 }

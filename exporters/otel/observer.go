@@ -2,6 +2,7 @@ package otel
 
 import (
 	"context"
+	"github.com/proxywatch/proxywatch/exporters/internal/live"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,10 +193,7 @@ func New(p *proxywatch.Proxy, opts *Options) (*Observer, error) {
 
 // The protocols whose series exist from the start, at zero, so that rates and
 // absence checks work before the first event.
-var knownProtocols = []proxywatch.Protocol{
-	proxywatch.ProtoHTTP, proxywatch.ProtoTunnel, proxywatch.ProtoHTTPSMITM,
-	proxywatch.ProtoHTTPMITM, proxywatch.ProtoWebSocket, proxywatch.ProtoWebSocketMITM,
-}
+var knownProtocols = live.Protocols
 
 // measureOpts holds one measurement option, as the slices Add and Record take, so
 // that passing it allocates nothing.
@@ -315,32 +313,12 @@ func (o *Observer) collect(_ context.Context, obs metric.Observer) error {
 	obs.ObserveInt64(o.bytes, clamp(down), o.attrs(attribute.String("direction", "down")))
 	obs.ObserveInt64(o.dropped, clamp(o.p.Stats().Dropped), o.attrs())
 
-	live := make(map[proxywatch.Protocol]int64, len(knownProtocols))
-	for _, proto := range knownProtocols {
-		live[proto] = 0
+	byProto, byHost := live.Count(o.p.Connections(), labelled, hosttop.Other)
+	for proto, n := range byProto {
+		obs.ObserveInt64(o.live, int64(n), o.attrs(attribute.String("protocol", string(proto))))
 	}
-	var hostLive map[string]int64
-	if o.hosts != nil {
-		hostLive = map[string]int64{hosttop.Other: 0}
-		for h := range labelled {
-			hostLive[h] = 0
-		}
-	}
-	for _, ci := range o.p.Connections() {
-		live[ci.Protocol]++
-		if hostLive != nil {
-			if labelled[ci.Host] {
-				hostLive[ci.Host]++
-			} else {
-				hostLive[hosttop.Other]++
-			}
-		}
-	}
-	for proto, n := range live {
-		obs.ObserveInt64(o.live, n, o.attrs(attribute.String("protocol", string(proto))))
-	}
-	for h, n := range hostLive {
-		obs.ObserveInt64(o.hostLive, n, o.attrs(attribute.String("host", h)))
+	for h, n := range byHost {
+		obs.ObserveInt64(o.hostLive, int64(n), o.attrs(attribute.String("host", h)))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package prometheus
 
 import (
+	"github.com/proxywatch/proxywatch/exporters/internal/live"
 	"time"
 
 	prom "github.com/prometheus/client_golang/prometheus"
@@ -73,11 +74,8 @@ type Collector struct {
 // The protocols and levels whose series exist from the start, at zero, so that
 // rate() and absent() work before the first event.
 var (
-	knownProtocols = []proxywatch.Protocol{
-		proxywatch.ProtoHTTP, proxywatch.ProtoTunnel, proxywatch.ProtoHTTPSMITM,
-		proxywatch.ProtoHTTPMITM, proxywatch.ProtoWebSocket, proxywatch.ProtoWebSocketMITM,
-	}
-	knownLevels = []string{"DEBUG", "INFO", "WARN", "ERROR"}
+	knownProtocols = live.Protocols
+	knownLevels    = []string{"DEBUG", "INFO", "WARN", "ERROR"}
 )
 
 // New returns a Collector of p's metrics configured by opts (nil means the
@@ -249,31 +247,11 @@ func (c *Collector) Collect(ch chan<- prom.Metric) {
 	ch <- prom.MustNewConstMetric(c.bytes, prom.CounterValue, float64(down), "down")
 	ch <- prom.MustNewConstMetric(c.dropped, prom.CounterValue, float64(c.p.Stats().Dropped))
 
-	live := make(map[proxywatch.Protocol]int, len(knownProtocols))
-	for _, proto := range knownProtocols {
-		live[proto] = 0
-	}
-	var hostLive map[string]int
-	if c.hosts != nil {
-		hostLive = map[string]int{hosttop.Other: 0}
-		for h := range labelled {
-			hostLive[h] = 0
-		}
-	}
-	for _, ci := range c.p.Connections() {
-		live[ci.Protocol]++
-		if hostLive != nil {
-			if labelled[ci.Host] {
-				hostLive[ci.Host]++
-			} else {
-				hostLive[hosttop.Other]++
-			}
-		}
-	}
-	for proto, n := range live {
+	byProto, byHost := live.Count(c.p.Connections(), labelled, hosttop.Other)
+	for proto, n := range byProto {
 		ch <- prom.MustNewConstMetric(c.live, prom.GaugeValue, float64(n), string(proto))
 	}
-	for h, n := range hostLive {
+	for h, n := range byHost {
 		ch <- prom.MustNewConstMetric(c.hostLive, prom.GaugeValue, float64(n), h)
 	}
 }

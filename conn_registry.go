@@ -3,7 +3,6 @@ package proxywatch
 import (
 	"cmp"
 	"context"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -136,49 +135,83 @@ func MultiConnObserver(obs ...ConnObserver) ConnObserver {
 
 // entry is one live connection in the registry. Its byte counters are the
 // only state the I/O path touches; everything else is guarded by registry.mu.
+//
+// Every live connection holds one, so it is kept small (256 bytes, one size
+// class of the allocator): it holds what a live connection needs, and the
+// ConnInfo of a snapshot or of the end is made from it when asked for.
 type entry struct {
 	up, down atomic.Uint64
 
-	info  ConnInfo // ID, Parent, Method, Host, URL, Client, Start never change
-	ended bool
+	info connIdent
 
 	// How to really close it: the client connection (for MITM requests, the
 	// CONNECT's connection), the tunnel's upstream, the request's context.
 	client   *trackedConn
-	upstream net.Conn
+	upstream *tunnelConn
 	cancel   context.CancelFunc
+
+	// Outcome, written by the I/O path, read when it ends.
+	rtErr     atomic.Pointer[errorBox] // the round trip failed
+	reqErr    atomic.Pointer[errorBox] // the client's request body failed mid-way
+	bodyErr   atomic.Pointer[errorBox] // the upstream body or tunnel failed mid-way
+	rtPending atomic.Bool              // the round trip is in flight
+	hasBody   atomic.Bool              // the response had a body to copy
+	bodyDone  atomic.Bool              // ... and it was read to EOF
+	upgraded  atomic.Bool              // the upstream answered 101: a WebSocket
+
+	ended bool
 	// readAhead: an HTTP/1 request decrypted from a CONNECT, whose client
 	// connection (the CONNECT's) nobody reads while it waits (watchClient)
 	readAhead bool
 	busy      bool // a plain request, counted in client.busy while live
 
-	// Outcome, written by the I/O path, read when it ends.
-	rtErr     atomic.Pointer[errorBox] // the round trip failed
-	rtPending atomic.Bool              // the round trip is in flight
-	reqErr    atomic.Pointer[errorBox] // the client's request body failed mid-way
-	bodyErr   atomic.Pointer[errorBox] // the upstream body or tunnel failed mid-way
-	hasBody   atomic.Bool              // the response had a body to copy
-	bodyDone  atomic.Bool              // ... and it was read to EOF
-	upgraded  atomic.Bool              // the upstream answered 101: a WebSocket
-
-	// Owned by the sampler (under registry.mu).
+	// Owned by the sampler (under registry.mu). sampled says that lastUp and
+	// lastDown are the counts of the registry's last sample (at
+	// registry.sampledAt); until then rates are measured from Start.
+	sampled          bool
+	upRate, downRate float64
 	lastUp, lastDown uint64
-	lastAt           time.Time
 }
 
+// connIdent is what a live connection's ConnInfo holds besides its counts
+// and rates: ID, Parent, Method, Host, URL, Client and Start never change
+// once it is open; Protocol and Status change under registry.mu.
+type connIdent struct {
+	ID       ConnID
+	Parent   ConnID
+	Protocol Protocol
+	Method   string
+	Host     string
+	URL      string
+	Client   string
+	Start    time.Time
+	Status   int
+}
+
+// snapshot returns the ConnInfo of a live entry. Called under registry.mu.
 func (e *entry) snapshot() ConnInfo {
-	c := e.info
-	if !e.ended {
-		c.Up, c.Down = e.up.Load(), e.down.Load()
+	return ConnInfo{
+		ID:       e.info.ID,
+		Parent:   e.info.Parent,
+		Protocol: e.info.Protocol,
+		Method:   e.info.Method,
+		Host:     e.info.Host,
+		URL:      e.info.URL,
+		Client:   e.info.Client,
+		Start:    e.info.Start,
+		Up:       e.up.Load(),
+		Down:     e.down.Load(),
+		UpRate:   e.upRate,
+		DownRate: e.downRate,
+		Status:   e.info.Status,
 	}
-	return c
 }
 
 // kill closes what the entry holds open, so that the client sees an error and
 // the upstream side is released.
 // upstream is e.upstream as read under the registry lock: a tunnel's dial
 // sets it concurrently (and closes it itself when it finds e ended).
-func (e *entry) kill(upstream net.Conn) {
+func (e *entry) kill(upstream *tunnelConn) {
 	if e.cancel != nil {
 		e.cancel()
 	}
@@ -202,6 +235,8 @@ type registry struct {
 	closedUp, closedDown uint64
 	opened, closed       uint64
 	changed              chan struct{} // closed and replaced when the live set shrinks
+
+	sampledAt time.Time // when the sampler last measured the live entries' rates
 }
 
 func (r *registry) init(historySize int) {
@@ -221,24 +256,24 @@ func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err e
 	if e.busy {
 		e.client.busy.Add(-1)
 	}
-	e.info.Up, e.info.Down = e.up.Load(), e.down.Load()
-	e.info.End = now
-	e.info.EndReason = reason
-	e.info.UpRate, e.info.DownRate = 0, 0
+	info := e.snapshot()
+	info.End = now
+	info.EndReason = reason
+	info.UpRate, info.DownRate = 0, 0
 	if err != nil {
-		e.info.Err = truncate(err.Error(), maxErrLen)
+		info.Err = truncate(err.Error(), maxErrLen)
 	}
-	if r.live[e.info.ID] == e {
-		delete(r.live, e.info.ID)
+	if r.live[info.ID] == e {
+		delete(r.live, info.ID)
 	}
-	if low := int64(e.info.ID) & 0xFFFF; r.sessions[low] == e.info.ID {
+	if low := int64(info.ID) & 0xFFFF; r.sessions[low] == info.ID {
 		delete(r.sessions, low)
 	}
-	r.closedUp += e.info.Up
-	r.closedDown += e.info.Down
+	r.closedUp += info.Up
+	r.closedDown += info.Down
 	r.closed++
 	if len(r.history) > 0 {
-		r.history[r.histNext] = e.info
+		r.history[r.histNext] = info
 		r.histNext = (r.histNext + 1) % len(r.history)
 		if r.histLen < len(r.history) {
 			r.histLen++
@@ -246,7 +281,7 @@ func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err e
 	}
 	close(r.changed)
 	r.changed = make(chan struct{})
-	return e.info, true
+	return info, true
 }
 
 // totals returns the bytes of every connection, closed and live.
@@ -355,7 +390,7 @@ func (p *Proxy) closeWhere(reason EndReason, match func(*entry) bool) []ConnInfo
 			victims = append(victims, e)
 		}
 	}
-	upstreams := make([]net.Conn, len(victims))
+	upstreams := make([]*tunnelConn, len(victims))
 	for i, e := range victims {
 		upstreams[i] = e.upstream
 		if info, ok := p.reg.finishLocked(e, now, reason, nil); ok {

@@ -15,6 +15,11 @@ import (
 // it for a tunnel, MITM or WebSocket), records wire activity for the idle
 // timeout, and notes how the client side ended. Its Read and Write do one
 // atomic add and nothing else.
+//
+// Every open client connection holds one, so it holds the little that every
+// connection needs: the CONNECT note and the request context value live
+// inside it, and the read-ahead state that only MITM requests use is
+// allocated by the first of them.
 type trackedConn struct {
 	net.Conn
 	p      *Proxy
@@ -22,19 +27,28 @@ type trackedConn struct {
 
 	wire     atomic.Uint64 // bytes read plus written, for idle detection only
 	hijacked atomic.Bool
-	busy     atomic.Int32                 // live plain requests on it: the idle timeout applies
-	eof      atomic.Bool                  // the client finished sending (read EOF)
-	failed   atomic.Pointer[errorBox]     // first read or write error other than EOF
-	connect  atomic.Pointer[connectStart] // set by the CONNECT hook
+	busy     atomic.Int32             // live plain requests on it: the idle timeout applies
+	eof      atomic.Bool              // the client finished sending (read EOF)
+	failed   atomic.Pointer[errorBox] // first read or write error other than EOF
+
+	// The CONNECT note, set by the CONNECT hook before goproxy decides what
+	// to do with the tunnel: its session, and when it came. connectAt is
+	// written before connectID is stored, and read only after a load of
+	// connectID found it set.
+	connectID atomic.Int64
+	connectAt time.Time
 
 	closeOnce sync.Once
 	closeErr  error
 
-	ahead readAhead // MITM requests only: notices the client leaving
+	ahead    atomic.Pointer[readAhead] // MITM requests only: notices the client leaving
+	deadline atomic.Int64              // the owner's read deadline (deadlineNanos), restored after a read ahead
+
+	ctx connCtx // what connContext gives net/http
 
 	// Owned by the sampler goroutine.
 	lastWire   uint64
-	lastChange time.Time
+	lastChange int64 // monoNanos of when lastWire last changed; 0 before the first look
 }
 
 // trackedTCPConn is a trackedConn over a connection that can half-close.
@@ -42,7 +56,6 @@ type trackedConn struct {
 // CloseWrite and CloseRead, so the wrapper must keep them.
 type trackedTCPConn struct {
 	*trackedConn
-	hc halfCloser
 }
 
 type halfCloser interface {
@@ -56,22 +69,56 @@ var (
 	_ halfCloser = (*net.TCPConn)(nil)
 )
 
-func (c *trackedTCPConn) CloseWrite() error { return c.hc.CloseWrite() }
-func (c *trackedTCPConn) CloseRead() error  { return c.hc.CloseRead() }
+// CloseWrite and CloseRead are those of the wrapped connection, which Accept
+// checked has them.
+func (c *trackedTCPConn) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
+func (c *trackedTCPConn) CloseRead() error  { return c.Conn.(halfCloser).CloseRead() }
 
 type errorBox struct{ err error }
 
-// connectStart is what the CONNECT hook learns before goproxy decides what
-// to do with the tunnel.
-type connectStart struct {
-	id    ConnID
-	host  string
-	start time.Time
+// noteConnect notes a CONNECT of session id, made at start. A client
+// connection carries at most one CONNECT (goproxy hijacks it), and the first
+// note is kept.
+func (c *trackedConn) noteConnect(id ConnID, start time.Time) {
+	if c.connectID.Load() == 0 {
+		c.connectAt = start
+		c.connectID.Store(int64(id))
+	}
+}
+
+// connectNote returns the session of the connection's CONNECT and when it
+// came; ok is false when it carried none (yet).
+func (c *trackedConn) connectNote() (id ConnID, start time.Time, ok bool) {
+	if n := c.connectID.Load(); n != 0 {
+		return ConnID(n), c.connectAt, true
+	}
+	return 0, time.Time{}, false
+}
+
+// monoBase and monoNanos give times that only the sampler compares as
+// integers: nanoseconds on the monotonic clock since the package started.
+var monoBase = time.Now()
+
+func monoNanos(t time.Time) int64 { return max(int64(t.Sub(monoBase)), 1) }
+
+// deadlineNanos encodes a deadline as an integer: 0 for none.
+func deadlineNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 1)
+}
+
+func deadlineTime(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
-	if c.ahead.pending.Load() {
-		if n, err, ok := c.takeAhead(b); ok {
+	if a := c.ahead.Load(); a != nil && a.pending.Load() {
+		if n, err, ok := c.takeAhead(a, b); ok {
 			return n, err
 		}
 	}
@@ -133,18 +180,14 @@ func (c *trackedConn) failure() error {
 // SetReadDeadline sets the read deadline, and remembers it for when a read
 // ahead is stopped.
 func (c *trackedConn) SetReadDeadline(t time.Time) error {
-	c.ahead.mu.Lock()
-	c.ahead.deadline = t
-	c.ahead.mu.Unlock()
+	c.deadline.Store(deadlineNanos(t))
 	return c.Conn.SetReadDeadline(t)
 }
 
 // SetDeadline sets both deadlines, and remembers the read one for when a
 // read ahead is stopped.
 func (c *trackedConn) SetDeadline(t time.Time) error {
-	c.ahead.mu.Lock()
-	c.ahead.deadline = t
-	c.ahead.mu.Unlock()
+	c.deadline.Store(deadlineNanos(t))
 	return c.Conn.SetDeadline(t)
 }
 
@@ -160,12 +203,11 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 type readAhead struct {
 	pending atomic.Bool // a read ahead runs, or left bytes or an error: Read must look
 
-	mu       sync.Mutex
-	running  bool
-	done     chan struct{} // closed when the running read ahead returned
-	buf      []byte        // read ahead, not handed over yet
-	err      error         // what ended the read ahead, handed over after buf
-	deadline time.Time     // the owner's read deadline, restored after a stop
+	mu      sync.Mutex
+	running bool
+	done    chan struct{} // closed when the running read ahead returned
+	buf     []byte        // read ahead, not handed over yet
+	err     error         // what ended the read ahead, handed over after buf
 }
 
 // maxReadAhead bounds what a read ahead keeps: a client pipelining requests
@@ -180,7 +222,11 @@ var aLongTimeAgo = time.Unix(1, 0)
 // The caller must know that nobody reads the connection until the next Read
 // of c, which stops the read ahead.
 func (c *trackedConn) watchGone(gone func()) {
-	a := &c.ahead
+	a := c.ahead.Load()
+	if a == nil {
+		c.ahead.CompareAndSwap(nil, new(readAhead))
+		a = c.ahead.Load()
+	}
 	a.mu.Lock()
 	if a.running || a.err != nil || len(a.buf) >= maxReadAhead {
 		a.mu.Unlock()
@@ -191,12 +237,11 @@ func (c *trackedConn) watchGone(gone func()) {
 	a.pending.Store(true)
 	done := a.done
 	a.mu.Unlock()
-	go c.readAheadLoop(done, gone)
+	go c.readAheadLoop(a, done, gone)
 }
 
-func (c *trackedConn) readAheadLoop(done chan struct{}, gone func()) {
+func (c *trackedConn) readAheadLoop(a *readAhead, done chan struct{}, gone func()) {
 	defer close(done)
-	a := &c.ahead
 	tmp := make([]byte, 1024)
 	for {
 		n, err := c.Conn.Read(tmp)
@@ -227,8 +272,7 @@ func (c *trackedConn) readAheadLoop(done chan struct{}, gone func()) {
 // takeAhead stops the read ahead if one runs and hands over what it read;
 // ok is false when there is nothing to hand over, and the caller reads the
 // connection itself.
-func (c *trackedConn) takeAhead(b []byte) (n int, err error, ok bool) {
-	a := &c.ahead
+func (c *trackedConn) takeAhead(a *readAhead, b []byte) (n int, err error, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for a.running {
@@ -237,7 +281,7 @@ func (c *trackedConn) takeAhead(b []byte) (n int, err error, ok bool) {
 		a.mu.Unlock()
 		<-done
 		a.mu.Lock()
-		_ = c.Conn.SetReadDeadline(a.deadline)
+		_ = c.Conn.SetReadDeadline(deadlineTime(c.deadline.Load()))
 	}
 	switch {
 	case len(a.buf) > 0:
@@ -272,11 +316,15 @@ func (c *trackedConn) base() *trackedConn { return c }
 
 type tracked interface{ base() *trackedConn }
 
-// tracker is the set of client connections that are open.
+// tracker is the set of client connections that are open, by remote address
+// (MITM requests find their connection by it). Two open connections can
+// share a remote address only when the listener accepts on several local
+// addresses; the newer one is then the one found, and the older ones wait in
+// shared, which is nil otherwise.
 type tracker struct {
 	mu       sync.Mutex
-	conns    map[*trackedConn]struct{}
 	byRemote map[string]*trackedConn
+	shared   map[*trackedConn]struct{}
 	closed   bool
 }
 
@@ -286,20 +334,25 @@ func (t *tracker) add(c *trackedConn) bool {
 	if t.closed {
 		return false
 	}
-	if t.conns == nil {
-		t.conns = make(map[*trackedConn]struct{})
+	if t.byRemote == nil {
 		t.byRemote = make(map[string]*trackedConn)
 	}
-	t.conns[c] = struct{}{}
+	if old := t.byRemote[c.remote]; old != nil {
+		if t.shared == nil {
+			t.shared = make(map[*trackedConn]struct{})
+		}
+		t.shared[old] = struct{}{}
+	}
 	t.byRemote[c.remote] = c
 	return true
 }
 
 func (t *tracker) remove(c *trackedConn) {
 	t.mu.Lock()
-	delete(t.conns, c)
 	if t.byRemote[c.remote] == c {
 		delete(t.byRemote, c.remote)
+	} else {
+		delete(t.shared, c)
 	}
 	t.mu.Unlock()
 }
@@ -310,14 +363,22 @@ func (t *tracker) lookup(remote string) *trackedConn {
 	return t.byRemote[remote]
 }
 
+// each calls f for every open connection. Called with t.mu held.
+func (t *tracker) each(f func(*trackedConn)) {
+	for _, c := range t.byRemote {
+		f(c)
+	}
+	for c := range t.shared {
+		f(c)
+	}
+}
+
 // closeAll refuses new connections and returns the open ones.
 func (t *tracker) closeAll() []*trackedConn {
 	t.mu.Lock()
 	t.closed = true
-	all := make([]*trackedConn, 0, len(t.conns))
-	for c := range t.conns {
-		all = append(all, c)
-	}
+	all := make([]*trackedConn, 0, len(t.byRemote)+len(t.shared))
+	t.each(func(c *trackedConn) { all = append(all, c) })
 	t.mu.Unlock()
 	return all
 }
@@ -328,20 +389,21 @@ func (t *tracker) closeAll() []*trackedConn {
 // http.Server's own IdleTimeout.) Only the sampler calls it.
 func (t *tracker) idle(now time.Time, d time.Duration) []*trackedConn {
 	var out []*trackedConn
+	at := monoNanos(now)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for c := range t.conns {
+	t.each(func(c *trackedConn) {
 		if !c.hijacked.Load() && c.busy.Load() == 0 {
-			continue
+			return
 		}
 		w := c.wire.Load()
 		switch {
-		case c.lastChange.IsZero() || w != c.lastWire:
-			c.lastWire, c.lastChange = w, now
-		case now.Sub(c.lastChange) >= d:
+		case c.lastChange == 0 || w != c.lastWire:
+			c.lastWire, c.lastChange = w, at
+		case time.Duration(at-c.lastChange) >= d:
 			out = append(out, c)
 		}
-	}
+	})
 	return out
 }
 
@@ -361,19 +423,39 @@ func (l *listener) Accept() (net.Conn, error) {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
-	if hc, ok := c.(halfCloser); ok {
-		return &trackedTCPConn{trackedConn: tc, hc: hc}, nil
+	if _, ok := c.(halfCloser); ok {
+		return &trackedTCPConn{tc}, nil
 	}
 	return tc, nil
 }
 
 type connKey struct{}
 
+// connCtx is the context of every plain-HTTP and CONNECT request on a client
+// connection: the server's context, with the trackedConn as the value of
+// connKey. It lives inside its trackedConn, so it costs no allocation.
+type connCtx struct {
+	context.Context
+	c *trackedConn
+}
+
+// Value returns the trackedConn for connKey, and the server context's
+// values for every other key.
+func (x *connCtx) Value(key any) any {
+	if _, ok := key.(connKey); ok {
+		return x.c
+	}
+	return x.Context.Value(key)
+}
+
 // connContext is http.Server.ConnContext: it puts the trackedConn in every
-// plain-HTTP and CONNECT request context.
+// plain-HTTP and CONNECT request context. net/http calls it once per
+// connection, before it serves the first request.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	if t, ok := c.(tracked); ok {
-		return context.WithValue(ctx, connKey{}, t.base())
+		tc := t.base()
+		tc.ctx = connCtx{Context: ctx, c: tc}
+		return &tc.ctx
 	}
 	return ctx
 }

@@ -24,7 +24,7 @@ import (
 func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	id := ConnID(ctx.Session)
 	p.noteSession(id)
-	e := &entry{info: ConnInfo{
+	e := &entry{info: connIdent{
 		ID:     id,
 		Method: req.Method,
 		Host:   req.URL.Host,
@@ -54,9 +54,7 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 		}
 		e.client = p.tracker.lookup(req.RemoteAddr)
 		if e.client != nil {
-			if cs := e.client.connect.Load(); cs != nil {
-				e.info.Parent = cs.id
-			}
+			e.info.Parent, _, _ = e.client.connectNote()
 		}
 	}
 
@@ -257,7 +255,7 @@ func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectA
 	id := ConnID(ctx.Session)
 	p.noteSession(id)
 	if tc := connFrom(ctx.Req.Context()); tc != nil {
-		tc.connect.Store(&connectStart{id: id, host: host, start: time.Now()})
+		tc.noteConnect(id, time.Now())
 	}
 	return nil, ""
 }
@@ -282,7 +280,7 @@ func (p *Proxy) wrapConnectDial() {
 	}
 	p.gp.ConnectDialWithReq = func(req *http.Request, network, addr string) (net.Conn, error) {
 		tc := connFrom(req.Context())
-		e := &entry{info: ConnInfo{
+		e := &entry{info: connIdent{
 			Protocol: ProtoTunnel,
 			Method:   http.MethodConnect,
 			Host:     addr,
@@ -291,8 +289,8 @@ func (p *Proxy) wrapConnectDial() {
 			Start:    time.Now(),
 		}, client: tc}
 		if tc != nil {
-			if cs := tc.connect.Load(); cs != nil {
-				e.info.ID, e.info.Start = cs.id, cs.start
+			if id, start, ok := tc.connectNote(); ok {
+				e.info.ID, e.info.Start = id, start
 			}
 		}
 		if e.info.ID == 0 {
@@ -306,11 +304,11 @@ func (p *Proxy) wrapConnectDial() {
 		}
 		tcn := &tunnelConn{Conn: c, e: e, p: p}
 		var out net.Conn = tcn
-		if hc, ok := c.(halfCloser); ok {
-			out = &tunnelTCPConn{tunnelConn: tcn, hc: hc}
+		if _, ok := c.(halfCloser); ok {
+			out = &tunnelTCPConn{tcn}
 		}
 		p.reg.mu.Lock()
-		e.upstream = out
+		e.upstream = tcn
 		ended := e.ended
 		p.reg.mu.Unlock()
 		if ended { // closed while dialing

@@ -131,16 +131,19 @@ func (p *Proxy) sample(now time.Time) TrafficSample {
 			// not seen a byte (the idle timeout looks at that connection).
 			e.client.wire.Add(1)
 		}
-		if !e.lastAt.IsZero() {
-			dt := now.Sub(e.lastAt)
-			e.info.UpRate = perSecond(up-e.lastUp, dt)
-			e.info.DownRate = perSecond(down-e.lastDown, dt)
+		// Every entry that was live at the last sample was measured then:
+		// its interval is the registry's, not one of its own.
+		if e.sampled {
+			dt := now.Sub(p.reg.sampledAt)
+			e.upRate = perSecond(up-e.lastUp, dt)
+			e.downRate = perSecond(down-e.lastDown, dt)
 		} else if dt := now.Sub(e.info.Start); dt > 0 {
-			e.info.UpRate = perSecond(up, dt)
-			e.info.DownRate = perSecond(down, dt)
+			e.upRate = perSecond(up, dt)
+			e.downRate = perSecond(down, dt)
 		}
-		e.lastUp, e.lastDown, e.lastAt = up, down, now
+		e.lastUp, e.lastDown, e.sampled = up, down, true
 	}
+	p.reg.sampledAt = now
 	return s
 }
 
@@ -269,13 +272,14 @@ type tunnelConn struct {
 // the tunnel's half-close semantics.
 type tunnelTCPConn struct {
 	*tunnelConn
-	hc halfCloser
 }
 
 var _ halfCloser = (*tunnelTCPConn)(nil)
 
-func (c *tunnelTCPConn) CloseWrite() error { return c.hc.CloseWrite() }
-func (c *tunnelTCPConn) CloseRead() error  { return c.hc.CloseRead() }
+// CloseWrite and CloseRead are those of the wrapped connection, which the
+// dial checked has them.
+func (c *tunnelTCPConn) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
+func (c *tunnelTCPConn) CloseRead() error  { return c.Conn.(halfCloser).CloseRead() }
 
 func (c *tunnelConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)

@@ -100,6 +100,9 @@ func (h *Hub) dropLocked(c *client, code int, text string) {
 	}
 	c.gone = true
 	delete(h.clients, c)
+	if c.topics&topicLogs != 0 && c.level < slog.LevelInfo {
+		h.updateLevelLocked()
+	}
 	c.closeCode, c.closeText = code, text
 	close(c.quit)
 }
@@ -394,6 +397,7 @@ func (h *Hub) subscribe(c *client, req *Request, ref json.RawMessage) {
 	}
 	addsConns := set&topicConnections != 0 && c.topics&topicConnections == 0
 	c.topics, c.level = set, level
+	h.updateLevelLocked()
 	h.enqueueLocked(c, outgoing{batch: batch})
 	h.mu.Unlock()
 

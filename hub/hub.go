@@ -37,8 +37,11 @@ type Options struct {
 	// two seconds.
 	ConnectionsInterval time.Duration
 
-	// LogBacklog is how many of the latest log records (of every level) are
-	// kept for replay on subscribe. Zero means 200; negative keeps none.
+	// LogBacklog is how many of the latest log records are kept for replay
+	// on subscribe. Records at INFO and above are always kept; records below
+	// INFO only while some client is subscribed to logs at their level, since
+	// the Hub tells the Proxy (through Level) not to make records nobody
+	// wants. Zero means 200; negative keeps none.
 	LogBacklog int
 
 	// SendQueue is how many messages may wait for each client. A client whose
@@ -127,6 +130,11 @@ type Hub struct {
 	closed  bool                 // set by Close
 	ring    logRing
 	lastSeq uint64 // seq of the newest log record seen; 0 before the first
+	lost    uint64 // records never seen since the newest kept one (or the start)
+
+	// keep is the lowest level kept and wanted: the lowest level of any log
+	// subscriber, never above INFO. Written under mu, read by Level without it.
+	keep slog.LevelVar
 
 	// owned by the ticker goroutine
 	lastUp, lastDown uint64
@@ -439,6 +447,24 @@ func (h *Hub) ObserveConn(e proxywatch.ConnEvent) {
 	}
 }
 
+// Level returns the lowest log level the Hub wants now: the lowest level of
+// any client subscribed to logs, and never above INFO, so that the backlog
+// holds recent INFO and higher records for a dashboard that connects later.
+// It implements slog.Leveler; a Proxy asks it before making a log record, so
+// DEBUG lines cost nothing while no client wants them.
+func (h *Hub) Level() slog.Level { return h.keep.Level() }
+
+// updateLevelLocked recomputes Level after a subscription changed.
+func (h *Hub) updateLevelLocked() {
+	lo := slog.LevelInfo
+	for c := range h.clients {
+		if c.topics&topicLogs != 0 && c.level < lo {
+			lo = c.level
+		}
+	}
+	h.keep.Set(lo)
+}
+
 // ObserveLog keeps r in the backlog and pushes it to the clients subscribed
 // to logs at r's level or below. Records the Hub missed (r.Dropped, or a gap
 // in r.Seq) are announced to every log subscriber with a logsDropped message
@@ -458,9 +484,19 @@ func (h *Hub) ObserveLog(r proxywatch.LogRecord) {
 		missed = r.Seq - h.lastSeq - 1
 	}
 	h.lastSeq = r.Seq
-	frame := h.mustEncode(TypeLog, LogFromRecord(r), nil)
-	if h.backlog > 0 {
-		h.ring.add(logEntry{seq: r.Seq, level: r.Level, frame: frame})
+	h.lost += missed
+	// A record below keep is wanted by no client (keep is the lowest level of
+	// any), so it is neither encoded nor kept: nobody who subscribes later
+	// would have had it made, as a Proxy asks Level before making a record;
+	// only one made for another observer gets here.
+	wanted := r.Level >= h.keep.Level()
+	var frame []byte
+	if wanted {
+		frame = h.mustEncode(TypeLog, LogFromRecord(r), nil)
+		if h.backlog > 0 {
+			h.ring.add(logEntry{seq: r.Seq, level: r.Level, lost: h.lost, frame: frame})
+			h.lost = 0
+		}
 	}
 
 	var droppedOnly, both [][]byte
@@ -472,7 +508,7 @@ func (h *Hub) ObserveLog(r proxywatch.LogRecord) {
 		if c.topics&topicLogs == 0 {
 			continue
 		}
-		pass := r.Level >= c.level
+		pass := wanted && r.Level >= c.level
 		switch {
 		case missed > 0 && pass:
 			h.enqueueLocked(c, outgoing{batch: both})
@@ -486,9 +522,13 @@ func (h *Hub) ObserveLog(r proxywatch.LogRecord) {
 
 // replayLocked appends to batch the backlog records at level or above that a
 // subscriber should get: all of them without since, those after since with
-// it. Every gap (records the Hub never had, or evicted from the backlog,
-// after since) becomes a logsDropped message at its place. A since above
-// the newest seq comes from an earlier server: it is treated as absent.
+// it. Every gap after since of records the Hub never had, or kept and then
+// evicted from the backlog, becomes a logsDropped message at its place;
+// records not kept because no client wanted their level are not losses and
+// are not announced. Where the gap reaches back past the oldest record still
+// held, its count is an upper bound (the seqs in between may include records
+// that were never kept). A since above the newest seq comes from an earlier
+// server: it is treated as absent.
 func (h *Hub) replayLocked(batch [][]byte, level slog.Level, since *uint64) [][]byte {
 	var prev uint64
 	havePrev := since != nil && *since <= h.lastSeq
@@ -496,15 +536,19 @@ func (h *Hub) replayLocked(batch [][]byte, level slog.Level, since *uint64) [][]
 		prev = *since
 	}
 	gap := func(n uint64) {
-		batch = append(batch, h.mustEncode(TypeLogsDropped, LogsDropped{Count: n}, nil))
+		if n > 0 {
+			batch = append(batch, h.mustEncode(TypeLogsDropped, LogsDropped{Count: n}, nil))
+		}
 	}
 	h.ring.each(func(e *logEntry) {
 		if havePrev {
 			if e.seq <= prev {
 				return
 			}
-			if e.seq > prev+1 {
-				gap(e.seq - prev - 1)
+			if between := e.seq - prev - 1; prev < h.ring.evicted {
+				gap(between) // evicted records among them
+			} else {
+				gap(min(between, e.lost))
 			}
 		}
 		prev, havePrev = e.seq, true
@@ -513,7 +557,11 @@ func (h *Hub) replayLocked(batch [][]byte, level slog.Level, since *uint64) [][]
 		}
 	})
 	if havePrev && h.lastSeq > prev {
-		gap(h.lastSeq - prev)
+		if h.backlog == 0 {
+			gap(h.lastSeq - prev) // nothing is kept: every record is missed
+		} else {
+			gap(min(h.lastSeq-prev, h.lost))
+		}
 	}
 	return batch
 }
@@ -533,17 +581,22 @@ func (h *Hub) mustEncode(typ string, data any, ref json.RawMessage) []byte {
 type logEntry struct {
 	seq   uint64
 	level slog.Level
+	lost  uint64 // records the Hub never saw between the previous kept one and this
 	frame []byte
 }
 
 // logRing keeps the latest len(entries) log records.
 type logRing struct {
 	entries []logEntry
-	next    int // where the next record goes
-	n       int // records held
+	next    int    // where the next record goes
+	n       int    // records held
+	evicted uint64 // seq of the newest record evicted; 0 if none
 }
 
 func (r *logRing) add(e logEntry) {
+	if r.n == len(r.entries) {
+		r.evicted = r.entries[r.next].seq
+	}
 	r.entries[r.next] = e
 	r.next = (r.next + 1) % len(r.entries)
 	if r.n < len(r.entries) {
@@ -567,4 +620,5 @@ var (
 	_ io.Closer               = (*Hub)(nil)
 	_ proxywatch.ConnObserver = (*Hub)(nil)
 	_ proxywatch.LogObserver  = (*Hub)(nil)
+	_ slog.Leveler            = (*Hub)(nil)
 )

@@ -527,8 +527,16 @@ func seqRange(from, to uint64, keep func(uint64) bool) []uint64 {
 	return s
 }
 
+// TestLogBacklogReplay feeds 300 records of every level while a client
+// watches at DEBUG, so that every level is kept, and checks what later
+// subscribers get replayed.
 func TestLogBacklogReplay(t *testing.T) {
 	h, srv := setup(t, &memSource{}, &hub.Options{LogBacklog: 200})
+	watcher, _ := dial(t, srv)
+	watcher.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "DEBUG"})
+	if h.Level() != slog.LevelDebug {
+		t.Fatalf("Level %v with a DEBUG subscriber", h.Level())
+	}
 	for i := uint64(1); i <= 300; i++ {
 		h.ObserveLog(record(i, levels[i%4], "m"))
 	}
@@ -571,6 +579,79 @@ func TestLogBacklogReplay(t *testing.T) {
 	})
 }
 
+// TestLogBacklogWithoutDebugSubscriber feeds the same 300 records with no
+// client at DEBUG: the DEBUG ones are neither kept nor counted as lost, and
+// the backlog holds the latest 200 records at INFO and above.
+func TestLogBacklogWithoutDebugSubscriber(t *testing.T) {
+	h, srv := setup(t, &memSource{}, &hub.Options{LogBacklog: 200})
+	watcher, _ := dial(t, srv)
+	watcher.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "INFO"})
+	if h.Level() != slog.LevelInfo {
+		t.Fatalf("Level %v with an INFO subscriber", h.Level())
+	}
+	for i := uint64(1); i <= 300; i++ {
+		h.ObserveLog(record(i, levels[i%4], "m"))
+	}
+	// 225 records are INFO or above; the first 25 of them (seqs 1 to 33,
+	// less the DEBUG 4, 8 ... 32) were evicted, so 34 is the oldest held.
+	infoUp := func(s uint64) bool { return levels[s%4] >= slog.LevelInfo }
+	errorsOnly := func(s uint64) bool { return levels[s%4] == slog.LevelError }
+	for _, tc := range []struct {
+		name        string
+		since       *uint64
+		level       string
+		wantSeqs    []uint64
+		wantDropped []uint64
+	}{
+		{"no since, DEBUG: INFO and above", nil, "DEBUG", seqRange(34, 300, infoUp), nil},
+		{"no since, level ERROR", nil, "ERROR", seqRange(34, 300, errorsOnly), nil},
+		{"since inside the backlog: no gap for the DEBUG seqs", ptr[uint64](250), "DEBUG", seqRange(251, 300, infoUp), nil},
+		{"since the newest: nothing", ptr[uint64](300), "DEBUG", nil, nil},
+		{"since older than the backlog: an upper bound", ptr[uint64](20), "DEBUG", append([]uint64{0}, seqRange(34, 300, infoUp)...), []uint64{13}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := dial(t, srv)
+			c.send(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"logs"}, LogLevel: tc.level, Since: tc.since})
+			seqs, dropped := readReplay(t, c)
+			if !slices.Equal(seqs, tc.wantSeqs) || !slices.Equal(dropped, tc.wantDropped) {
+				t.Fatalf("replayed %v, dropped %v\nwant     %v, dropped %v", seqs, dropped, tc.wantSeqs, tc.wantDropped)
+			}
+			c.conn.Close()
+			waitFor(t, "the client to leave", func() bool { return h.Clients() == 1 })
+			if h.Level() != slog.LevelInfo {
+				t.Fatalf("Level %v after the DEBUG client left", h.Level())
+			}
+		})
+	}
+}
+
+// TestLevelFollowsSubscribers checks Level: the lowest level of any logs
+// subscriber, never above INFO, updated on subscribe and when a client goes.
+func TestLevelFollowsSubscribers(t *testing.T) {
+	h, srv := setup(t, &memSource{}, nil)
+	want := func(l slog.Level) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("Level %v", l), func() bool { return h.Level() == l })
+	}
+	want(slog.LevelInfo)
+	a, _ := dial(t, srv)
+	a.subscribe(hub.Request{Topics: []string{"traffic"}, LogLevel: "DEBUG"}) // not a logs subscriber
+	want(slog.LevelInfo)
+	a.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "DEBUG"})
+	want(slog.LevelDebug)
+	b, _ := dial(t, srv)
+	b.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "ERROR"})
+	want(slog.LevelDebug)
+	a.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "WARN"})
+	want(slog.LevelInfo) // never above INFO
+	a.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "DEBUG"})
+	want(slog.LevelDebug)
+	a.conn.Close()
+	want(slog.LevelInfo)
+	b.conn.Close()
+	want(slog.LevelInfo)
+}
+
 // TestLogGaps feeds records the Hub did not all get, as the Proxy reports
 // them (Dropped, and gaps in Seq), and checks that every client is told, live
 // and on replay.
@@ -578,23 +659,42 @@ func TestLogGaps(t *testing.T) {
 	h, srv := setup(t, &memSource{}, nil)
 	c, _ := dial(t, srv)
 	c.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "ERROR"})
-	h.ObserveLog(record(1, slog.LevelError, "a"))
-	r := record(5, slog.LevelDebug, "below the client's level") // 2, 3, 4 lost
-	r.Dropped = 3
-	h.ObserveLog(r)
-	h.ObserveLog(record(6, slog.LevelError, "b"))
-	r = record(0, slog.LevelError, "unnumbered, after 2 drops") // numbered by the hub: 9
-	r.Dropped = 2
-	h.ObserveLog(r)
+	feed := func() {
+		h.ObserveLog(record(1, slog.LevelError, "a"))
+		r := record(5, slog.LevelDebug, "below the client's level") // 2, 3, 4 lost
+		r.Dropped = 3
+		h.ObserveLog(r)
+		h.ObserveLog(record(6, slog.LevelError, "b"))
+		r = record(0, slog.LevelError, "unnumbered, after 2 drops") // numbered by the hub: 9
+		r.Dropped = 2
+		h.ObserveLog(r)
+	}
+	feed()
 
 	live, dropped := readReplay(t, c)
 	if want := []uint64{1, 0, 6, 0, 9}; !slices.Equal(live, want) || !slices.Equal(dropped, []uint64{3, 2}) {
 		t.Fatalf("live stream %v, dropped %v; want %v, dropped [3 2]", live, dropped, want)
 	}
 
+	// Nobody wanted DEBUG, so record 5 was not kept; its seq is no loss.
 	c2, _ := dial(t, srv)
 	c2.send(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"logs"}, LogLevel: "DEBUG", Since: ptr[uint64](0)})
 	replay, dropped := readReplay(t, c2)
+	if want := []uint64{1, 0, 6, 0, 9}; !slices.Equal(replay, want) || !slices.Equal(dropped, []uint64{3, 2}) {
+		t.Fatalf("replay %v, dropped %v; want %v, dropped [3 2]", replay, dropped, want)
+	}
+
+	// The same records with a client at DEBUG: record 5 is sent and kept.
+	h, srv = setup(t, &memSource{}, nil)
+	d, _ := dial(t, srv)
+	d.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "DEBUG"})
+	feed()
+	if live, dropped := readReplay(t, d); !slices.Equal(live, []uint64{1, 0, 5, 6, 0, 9}) || !slices.Equal(dropped, []uint64{3, 2}) {
+		t.Fatalf("DEBUG live stream %v, dropped %v", live, dropped)
+	}
+	c3, _ := dial(t, srv)
+	c3.send(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"logs"}, LogLevel: "DEBUG", Since: ptr[uint64](0)})
+	replay, dropped = readReplay(t, c3)
 	if want := []uint64{1, 0, 5, 6, 0, 9}; !slices.Equal(replay, want) || !slices.Equal(dropped, []uint64{3, 2}) {
 		t.Fatalf("replay %v, dropped %v; want %v, dropped [3 2]", replay, dropped, want)
 	}

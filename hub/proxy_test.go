@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -201,8 +202,15 @@ func TestResumeLogsBySeq(t *testing.T) {
 		}
 		last = l.Seq
 	}
+	// Another client keeps watching at DEBUG while the first one is away, so
+	// the proxy keeps making DEBUG records and the hub keeps them.
+	keeper, _ := dial(t, srv)
+	keeper.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "DEBUG"})
 	a.conn.Close()
-	waitFor(t, "the first client to leave", func() bool { return h.Clients() == 0 })
+	waitFor(t, "the first client to leave", func() bool { return h.Clients() == 1 })
+	if h.Level() != slog.LevelDebug {
+		t.Fatalf("Level %v with a DEBUG subscriber", h.Level())
+	}
 
 	before := p.Stats().Logs
 	get(5)
@@ -231,6 +239,24 @@ func TestResumeLogsBySeq(t *testing.T) {
 			t.Errorf("log source %q: %s", l.Source, raw)
 		}
 		last = l.Seq
+	}
+
+	// With nobody at DEBUG the proxy makes no DEBUG record at all; a client
+	// that switches to DEBUG gets them live from its subscribed answer on.
+	keeper.conn.Close()
+	b.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "INFO"})
+	waitFor(t, "Level back to INFO", func() bool { return h.Level() == slog.LevelInfo && h.Clients() == 1 })
+	before = p.Stats().Logs
+	get(3)
+	if n := p.Stats().Logs; n != before {
+		t.Fatalf("%d log records made for 3 requests with no DEBUG subscriber", n-before)
+	}
+	b.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "DEBUG"})
+	get(1)
+	var l hub.Log
+	b.skipUntil(hub.TypeLog, &l)
+	if l.Level != "DEBUG" || l.Seq != before+1 {
+		t.Fatalf("after switching to DEBUG: %+v, want DEBUG seq %d", l, before+1)
 	}
 }
 

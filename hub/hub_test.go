@@ -531,14 +531,15 @@ func seqRange(from, to uint64, keep func(uint64) bool) []uint64 {
 // watches at DEBUG, so that every level is kept, and checks what later
 // subscribers get replayed.
 func TestLogBacklogReplay(t *testing.T) {
-	h, srv := setup(t, &memSource{}, &hub.Options{LogBacklog: 200})
+	// The watcher does not read during the test: its queue holds all 300.
+	h, srv := setup(t, &memSource{}, &hub.Options{LogBacklog: 200, SendQueue: 1024})
 	watcher, _ := dial(t, srv)
 	watcher.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "DEBUG"})
-	if h.Level() != slog.LevelDebug {
-		t.Fatalf("Level %v with a DEBUG subscriber", h.Level())
-	}
 	for i := uint64(1); i <= 300; i++ {
 		h.ObserveLog(record(i, levels[i%4], "m"))
+	}
+	if h.Level() != slog.LevelDebug || h.Clients() != 1 {
+		t.Fatalf("Level %v, %d clients; want DEBUG, the watcher", h.Level(), h.Clients())
 	}
 	errorsOnly := func(s uint64) bool { return levels[s%4] == slog.LevelError }
 	for _, tc := range []struct {
@@ -583,7 +584,7 @@ func TestLogBacklogReplay(t *testing.T) {
 // client at DEBUG: the DEBUG ones are neither kept nor counted as lost, and
 // the backlog holds the latest 200 records at INFO and above.
 func TestLogBacklogWithoutDebugSubscriber(t *testing.T) {
-	h, srv := setup(t, &memSource{}, &hub.Options{LogBacklog: 200})
+	h, srv := setup(t, &memSource{}, &hub.Options{LogBacklog: 200, SendQueue: 1024})
 	watcher, _ := dial(t, srv)
 	watcher.subscribe(hub.Request{Topics: []string{"logs"}, LogLevel: "INFO"})
 	if h.Level() != slog.LevelInfo {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // LogRecord is one structured log record: a goproxy log line parsed from its
@@ -265,6 +266,28 @@ type logSink struct {
 	// as dropped for each of them.
 	wants func(slog.Level) bool
 	full  func() bool
+
+	clock sinkClock // the records' Time
+}
+
+// sinkClock tells the time of records: a reading of time.Now advanced by the
+// monotonic clock, which costs one clock read where time.Now costs two (a
+// tenth of what making a typical record costs). It takes a new reading of
+// the wall clock every clockResync, so a step of the system clock shows in
+// the records' Time within that.
+type sinkClock struct{ base atomic.Pointer[time.Time] }
+
+const clockResync = time.Second
+
+func (c *sinkClock) now() time.Time {
+	if b := c.base.Load(); b != nil {
+		if d := time.Since(*b); d >= 0 && d < clockResync {
+			return b.Add(d)
+		}
+	}
+	t := time.Now()
+	c.base.Store(&t)
+	return t
 }
 
 // newLogSink returns a sink. level gives the lowest level accepted (nil means
@@ -313,7 +336,7 @@ func (s *logSink) admit(l slog.Level) bool {
 func (s *logSink) accept(r LogRecord) {
 	r.Seq = s.seq.Add(1)
 	if r.Time.IsZero() {
-		r.Time = time.Now()
+		r.Time = s.clock.now()
 	}
 	if r.Session != 0 && r.Conn == 0 && s.resolve != nil {
 		r.Conn = s.resolve(r.Session)
@@ -330,6 +353,7 @@ type parsedLine struct {
 	format   string   // what to format args with: the template, or the whole format for unknown shapes
 	args     []any    // the arguments of format
 	roles    []string // attr names of args, for known templates
+	known    bool     // format is a template of goproxyLines (so valid UTF-8)
 	readResp bool     // the run-time built "error read response" line: format is the message itself
 }
 
@@ -339,16 +363,20 @@ type parsedLine struct {
 // whose whole format is formatted with all of args.
 func parseGoproxy(format string, args []any) parsedLine {
 	p := parsedLine{level: slog.LevelInfo, format: format, args: args}
-	rest, ok := strings.CutPrefix(format, sessionPrefix)
-	if !ok || len(args) == 0 {
+	if len(args) == 0 {
 		return p
 	}
 	session, ok := args[0].(int64)
-	if !ok {
+	if !ok || !strings.HasPrefix(format, sessionPrefix) {
 		return p
 	}
 	p.session, p.args = session, args[1:]
-	key := strings.TrimSuffix(rest, "\n")
+	if t := cachedTemplate(format); t != nil {
+		p.known, p.format = true, t.tmpl
+		p.setLine(t.line)
+		return p
+	}
+	key := strings.TrimSuffix(format[len(sessionPrefix):], "\n")
 	switch {
 	case strings.HasPrefix(key, infoTag):
 		p.format = key[len(infoTag):]
@@ -359,18 +387,57 @@ func parseGoproxy(format string, args []any) parsedLine {
 		return p
 	}
 	if l, ok := goproxyLines[key]; ok {
-		p.level, p.roles = l.level, l.roles
-		if l.raise {
-			for i, role := range l.roles {
-				if role == "error" && i < len(p.args) && p.args[i] != nil {
-					p.level = l.errLevel
-				}
-			}
-		}
+		p.known = true
+		p.setLine(l)
+		cacheTemplate(format, p.format, l)
 	} else if len(p.args) == 0 && strings.HasPrefix(key, readResponsePrefix) {
 		p.readResp, p.level = true, slog.LevelError
 	}
 	return p
+}
+
+// setLine gives p the level and roles of its template.
+func (p *parsedLine) setLine(l goproxyLine) {
+	p.level, p.roles = l.level, l.roles
+	if l.raise {
+		for i, role := range l.roles {
+			if role == "error" && i < len(p.args) && p.args[i] != nil {
+				p.level = l.errLevel
+			}
+		}
+	}
+}
+
+// knownTemplate is a goproxy format found in goproxyLines, taken apart.
+type knownTemplate struct {
+	format string // the whole format goproxy passed
+	tmpl   string // what to format the arguments after the session with
+	line   goproxyLine
+}
+
+// templateCache remembers the known templates by the address of the format
+// string: goproxy passes the same constant strings every time, so finding
+// one costs a pointer comparison instead of taking the format apart and
+// hashing it. A slot holds one template; two that share a slot take turns.
+var templateCache [64]atomic.Pointer[knownTemplate]
+
+func templateSlot(format string) *atomic.Pointer[knownTemplate] {
+	h := uintptr(unsafe.Pointer(unsafe.StringData(format)))
+	return &templateCache[(h>>4^h>>10)%uintptr(len(templateCache))]
+}
+
+// cachedTemplate returns the known template whose format is format, or nil.
+// Formats are compared whole: a format built at run time that reuses an
+// address never matches another's template.
+func cachedTemplate(format string) *knownTemplate {
+	if t := templateSlot(format).Load(); t != nil && t.format == format {
+		return t
+	}
+	return nil
+}
+
+func cacheTemplate(format, tmpl string, l goproxyLine) {
+	templateSlot(format).Store(&knownTemplate{format: format, tmpl: tmpl, line: l})
 }
 
 // Printf implements goproxy.Logger. It parses goproxy's format and arguments
@@ -398,8 +465,18 @@ func (s *logSink) Printf(format string, args ...any) {
 	case len(p.args) == 0 && strings.IndexByte(p.format, '%') < 0:
 		r.Message = boundString(strings.TrimSpace(p.format), maxMessageBytes)
 	default:
-		r.Message = boundString(strings.TrimSpace(sprintf(p.format, p.args)), maxMessageBytes)
-		r.Attrs = argAttrs(p.roles, p.args)
+		var argsValid bool
+		r.Attrs, argsValid = argAttrs(p.roles, p.args)
+		msg, simple := sprintfSimple(p.format, p.args)
+		msg = strings.TrimSpace(msg)
+		if simple && argsValid && p.known {
+			// A template of goproxyLines (valid UTF-8) with strings known
+			// to be valid, integers and booleans: only the length is left
+			// to bound.
+			r.Message = boundLen(msg, maxMessageBytes)
+		} else {
+			r.Message = boundString(msg, maxMessageBytes)
+		}
 	}
 	s.accept(r)
 }
@@ -410,17 +487,29 @@ func (s *logSink) Printf(format string, args ...any) {
 // other format or argument goes to fmt.Sprintf, so the result is always
 // exactly fmt's.
 func sprintf(format string, args []any) string {
+	s, _ := sprintfSimple(format, args)
+	return s
+}
+
+// sprintfSimple is sprintf, and reports whether it formatted every argument
+// itself (simple): the result is then the format's text and the arguments'
+// strings and numbers, nothing that fmt made of another type.
+func sprintfSimple(format string, args []any) (s string, simple bool) {
 	var buf [256]byte
 	b := buf[:0]
 	next := 0
 	for i := 0; i < len(format); i++ {
-		c := format[i]
-		if c != '%' {
-			b = append(b, c)
-			continue
+		if j := strings.IndexByte(format[i:], '%'); j != 0 {
+			// The text up to the next verb, in one copy.
+			if j < 0 {
+				b = append(b, format[i:]...)
+				break
+			}
+			b = append(b, format[i:i+j]...)
+			i += j
 		}
 		if i++; i == len(format) {
-			return fmt.Sprintf(format, args...)
+			return fmt.Sprintf(format, args...), false
 		}
 		verb := format[i]
 		if verb == '%' {
@@ -428,18 +517,18 @@ func sprintf(format string, args []any) string {
 			continue
 		}
 		if next == len(args) {
-			return fmt.Sprintf(format, args...)
+			return fmt.Sprintf(format, args...), false
 		}
 		var ok bool
 		if b, ok = appendArg(b, verb, args[next]); !ok {
-			return fmt.Sprintf(format, args...)
+			return fmt.Sprintf(format, args...), false
 		}
 		next++
 	}
 	if next != len(args) {
-		return fmt.Sprintf(format, args...) // fmt reports the extra arguments
+		return fmt.Sprintf(format, args...), false // fmt reports the extra arguments
 	}
-	return string(b)
+	return string(b), true
 }
 
 // appendArg appends a formatted with verb as fmt would, or reports false
@@ -475,8 +564,9 @@ func appendArg(b []byte, verb byte, a any) ([]byte, bool) {
 }
 
 // argAttrs names args by role (argN past the known roles), skipping nil
-// ones, within maxAttrs.
-func argAttrs(roles []string, args []any) []slog.Attr {
+// ones, within maxAttrs. valid reports that every string among args is
+// valid UTF-8 (and so was kept whole, or cut only for its length).
+func argAttrs(roles []string, args []any) (attrs []slog.Attr, valid bool) {
 	n := 0
 	for _, a := range args {
 		if a != nil {
@@ -484,8 +574,9 @@ func argAttrs(roles []string, args []any) []slog.Attr {
 		}
 	}
 	if n == 0 {
-		return nil
+		return nil, true
 	}
+	valid = true
 	b := attrBuilder{attrs: make([]slog.Attr, 0, min(n, maxAttrs))}
 	for i, a := range args {
 		if a == nil {
@@ -493,6 +584,9 @@ func argAttrs(roles []string, args []any) []slog.Attr {
 		}
 		if len(b.attrs) == maxAttrs {
 			b.dropped++
+			if s, ok := a.(string); ok && !utf8.ValidString(s) {
+				valid = false
+			}
 			continue
 		}
 		var key string
@@ -504,9 +598,22 @@ func argAttrs(roles []string, args []any) []slog.Attr {
 		default: // only when nil arguments came first
 			key = "arg" + strconv.Itoa(i+1)
 		}
-		b.attrs = append(b.attrs, slog.Attr{Key: key, Value: ownValue(slog.AnyValue(a))})
+		var v slog.Value
+		switch a := a.(type) {
+		case string:
+			// The common case, without slog.AnyValue's type switch.
+			if len(a) <= maxAttrValueBytes && utf8.ValidString(a) {
+				v = slog.StringValue(a)
+			} else {
+				valid = valid && utf8.ValidString(a)
+				v = slog.StringValue(boundString(a, maxAttrValueBytes))
+			}
+		default:
+			v = ownValue(slog.AnyValue(a))
+		}
+		b.attrs = append(b.attrs, slog.Attr{Key: key, Value: v})
 	}
-	return b.finish()
+	return b.finish(), valid
 }
 
 // ownValue returns v as a value that owns its data and is within bounds:
@@ -552,6 +659,15 @@ func boundString(s string, limit int) string {
 		s += truncMark
 	}
 	return s
+}
+
+// boundLen is boundString for a string known to be valid UTF-8: only its
+// length may need bounding.
+func boundLen(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	return boundString(s, limit)
 }
 
 // runeCut returns the largest index i <= n at which s can be cut without

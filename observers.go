@@ -29,8 +29,9 @@ type subscriber struct {
 
 	trafficQ chan TrafficSample
 	connQ    chan ConnEvent
-	logQ     chan LogRecord
+	logQ     *logQueue
 	missed   atomic.Uint64 // log records dropped since the last one queued
+	logBatch []LogRecord   // the log records being delivered; the goroutine's own
 
 	kick     chan struct{} // batchFull events are queued: deliver now
 	stop     chan struct{}
@@ -108,7 +109,7 @@ func newSubscriber(t TrafficObserver, c ConnObserver, l LogObserver, queue int) 
 		s.connQ = make(chan ConnEvent, queue)
 	}
 	if l != nil {
-		s.logQ = make(chan LogRecord, queue)
+		s.logQ = newLogQueue(queue)
 		s.leveler, _ = l.(slog.Leveler)
 	}
 	return s
@@ -142,7 +143,7 @@ func (o *observers) dropLogIfFull() bool {
 		if s.logQ == nil {
 			continue
 		}
-		if len(s.logQ) < cap(s.logQ) {
+		if !s.logQ.full() {
 			return false
 		}
 		n++
@@ -192,18 +193,19 @@ func (s *subscriber) run() {
 	wait.Stop()
 	flood := false
 	for {
-		select {
-		case t := <-s.trafficQ:
-			s.traffic.ObserveTraffic(t)
-		case e := <-s.connQ:
-			s.conns.ObserveConn(e)
-		case r := <-s.logQ:
-			s.logs.ObserveLog(r)
-		case <-s.stop:
-			s.drain()
-			return
+		if s.queued() == 0 {
+			select {
+			case t := <-s.trafficQ:
+				s.traffic.ObserveTraffic(t)
+			case e := <-s.connQ:
+				s.conns.ObserveConn(e)
+			case <-s.logQ.readyChan():
+			case <-s.stop:
+				s.drain()
+				return
+			}
 		}
-		if !flood && len(s.trafficQ)+len(s.connQ)+len(s.logQ) < batchFull {
+		if !flood && s.queued() < batchFull {
 			wait.Reset(batchWindow)
 			select {
 			case <-wait.C:
@@ -219,6 +221,11 @@ func (s *subscriber) run() {
 	}
 }
 
+// queued returns how many events are queued for s.
+func (s *subscriber) queued() int {
+	return len(s.trafficQ) + len(s.connQ) + s.logQ.len()
+}
+
 // kickIfFull ends the observer's batch wait when queued events make a batch.
 func (s *subscriber) kickIfFull(queued int) {
 	if queued >= batchFull {
@@ -231,22 +238,45 @@ func (s *subscriber) kickIfFull(queued int) {
 
 // deliverQueued delivers the events queued now, and no more, so that a
 // producer faster than the observer cannot keep it from checking stop. It
-// returns how many it delivered.
+// returns how many it delivered. Each kind is taken from its own queue in
+// turn (events of one kind stay in order; kinds were never ordered between
+// them): a receive from one channel costs a fraction of a select over three,
+// and log records are taken by the batch.
 func (s *subscriber) deliverQueued() int {
-	n := len(s.trafficQ) + len(s.connQ) + len(s.logQ)
-	for i := range n {
-		select {
-		case t := <-s.trafficQ:
-			s.traffic.ObserveTraffic(t)
-		case e := <-s.connQ:
-			s.conns.ObserveConn(e)
-		case r := <-s.logQ:
-			s.logs.ObserveLog(r)
-		default:
-			return i
+	n := 0
+	for range len(s.trafficQ) {
+		s.traffic.ObserveTraffic(<-s.trafficQ)
+		n++
+	}
+	for range len(s.connQ) {
+		s.conns.ObserveConn(<-s.connQ)
+		n++
+	}
+	for left := s.logQ.len(); left > 0; {
+		k := s.deliverLogs(left)
+		if k == 0 {
+			break
 		}
+		left -= k
+		n += k
 	}
 	return n
+}
+
+// deliverLogs takes up to max queued log records and delivers them. It
+// returns how many it delivered.
+func (s *subscriber) deliverLogs(max int) int {
+	if s.logBatch == nil {
+		s.logBatch = make([]LogRecord, logBatchSize)
+	}
+	batch := s.logQ.take(s.logBatch[:min(max, logBatchSize)])
+	for i := range batch {
+		s.logs.ObserveLog(batch[i])
+	}
+	// The observer has its own copies; the batch must not keep their
+	// messages and attrs alive.
+	clear(batch)
+	return len(batch)
 }
 
 func (s *subscriber) drain() {
@@ -254,14 +284,106 @@ func (s *subscriber) drain() {
 		select {
 		case t := <-s.trafficQ:
 			s.traffic.ObserveTraffic(t)
+			continue
 		case e := <-s.connQ:
 			s.conns.ObserveConn(e)
-		case r := <-s.logQ:
-			s.logs.ObserveLog(r)
+			continue
 		default:
+		}
+		if s.logQ.len() == 0 || s.deliverLogs(logBatchSize) == 0 {
 			return
 		}
 	}
+}
+
+// logBatchSize is how many log records the observer's goroutine takes from
+// its queue at a time.
+const logBatchSize = 64
+
+// logQueue is an observer's bounded queue of log records. The goroutines
+// that log append to it under a mutex, and the observer's goroutine takes up
+// to logBatchSize records at a time, so the two sides meet once per batch
+// rather than once per record as they do on a channel: at a million records
+// a second, contention on a channel's lock cost more than the records' hand
+// over itself. A nil *logQueue is an empty queue that is never ready.
+type logQueue struct {
+	mu    sync.Mutex
+	ring  []LogRecord // the queue, from head, count records, wrapping
+	head  int
+	count int
+
+	n     atomic.Int64  // count, read without the lock
+	ready chan struct{} // holds a token after a record came to an empty queue
+}
+
+func newLogQueue(size int) *logQueue {
+	return &logQueue{ring: make([]LogRecord, size), ready: make(chan struct{}, 1)}
+}
+
+// push queues r unless the queue is full. It returns how many records are
+// queued then.
+func (q *logQueue) push(r LogRecord) (queued int, ok bool) {
+	q.mu.Lock()
+	if q.count == len(q.ring) {
+		q.mu.Unlock()
+		return q.count, false
+	}
+	i := q.head + q.count
+	if i >= len(q.ring) {
+		i -= len(q.ring)
+	}
+	q.ring[i] = r
+	q.count++
+	queued = q.count
+	q.n.Store(int64(queued))
+	q.mu.Unlock()
+	if queued == 1 {
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+	return queued, true
+}
+
+// take moves up to len(dst) records, the oldest first, into dst and returns
+// the part of dst it filled.
+func (q *logQueue) take(dst []LogRecord) []LogRecord {
+	q.mu.Lock()
+	k := min(len(dst), q.count)
+	first := min(k, len(q.ring)-q.head)
+	copy(dst, q.ring[q.head:q.head+first])
+	clear(q.ring[q.head : q.head+first])
+	copy(dst[first:k], q.ring[:k-first])
+	clear(q.ring[:k-first])
+	q.head += k
+	if q.head >= len(q.ring) {
+		q.head -= len(q.ring)
+	}
+	q.count -= k
+	q.n.Store(int64(q.count))
+	q.mu.Unlock()
+	return dst[:k]
+}
+
+// len returns how many records are queued.
+func (q *logQueue) len() int {
+	if q == nil {
+		return 0
+	}
+	return int(q.n.Load())
+}
+
+// full reports whether the queue has no room for a record.
+func (q *logQueue) full() bool { return q.len() >= len(q.ring) }
+
+// readyChan is the channel that holds a token when records came to an empty
+// queue; nil (never ready) for a nil queue.
+func (q *logQueue) readyChan() <-chan struct{} {
+	if q == nil {
+		return nil
+	}
+	return q.ready
 }
 
 // Observe starts delivering events to o, which must implement at least one of
@@ -324,8 +446,11 @@ func (p *Proxy) emitLog(r LogRecord) {
 			continue
 		}
 		r.Dropped = s.missed.Swap(0)
-		if !offer(&p.obs, s, s.logQ, r) {
+		queued, ok := s.logQ.push(r)
+		if !ok {
+			p.obs.dropped.Add(1)
 			s.missed.Add(r.Dropped + 1)
 		}
+		s.kickIfFull(queued)
 	}
 }

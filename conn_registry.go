@@ -227,8 +227,7 @@ func (e *entry) kill(upstream *tunnelConn) {
 type registry struct {
 	mu       sync.Mutex
 	live     map[ConnID]*entry
-	sessions map[int64]ConnID // live IDs by their low 16 bits, as goproxy prints them
-	history  []ConnInfo       // ring of closed connections
+	history  []ConnInfo // ring of closed connections
 	histNext int
 	histLen  int
 
@@ -241,7 +240,6 @@ type registry struct {
 
 func (r *registry) init(historySize int) {
 	r.live = make(map[ConnID]*entry)
-	r.sessions = make(map[int64]ConnID)
 	if historySize > 0 {
 		r.history = make([]ConnInfo, historySize)
 	}
@@ -266,9 +264,6 @@ func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err e
 	if r.live[info.ID] == e {
 		delete(r.live, info.ID)
 	}
-	if low := int64(info.ID) & 0xFFFF; r.sessions[low] == info.ID {
-		delete(r.sessions, low)
-	}
 	r.closedUp += info.Up
 	r.closedDown += info.Down
 	r.closed++
@@ -282,6 +277,33 @@ func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err e
 	close(r.changed)
 	r.changed = make(chan struct{})
 	return info, true
+}
+
+// sessionPeriods bounds how far back liveSession looks: the connections of
+// the last sessionPeriods×65536 sessions.
+const sessionPeriods = 16
+
+// liveSession returns the newest live connection whose ID has the low 16
+// bits s (a session number as goproxy prints it), among IDs up to max, the
+// highest seen. It looks the candidates up in the live set, newest first,
+// instead of keeping an index of every live connection by its low bits.
+func (r *registry) liveSession(s, max int64) (ConnID, bool) {
+	c := max&^0xFFFF | s
+	if c > max {
+		c -= 0x10000
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for range sessionPeriods {
+		if c <= 0 {
+			break
+		}
+		if _, ok := r.live[ConnID(c)]; ok {
+			return ConnID(c), true
+		}
+		c -= 0x10000
+	}
+	return 0, false
 }
 
 // totals returns the bytes of every connection, closed and live.
@@ -413,7 +435,6 @@ func (p *Proxy) open(e *entry) {
 	p.noteSession(e.info.ID)
 	p.reg.mu.Lock()
 	p.reg.live[e.info.ID] = e
-	p.reg.sessions[int64(e.info.ID)&0xFFFF] = e.info.ID
 	p.reg.opened++
 	p.emitConn(ConnEvent{State: ConnOpened, Conn: e.snapshot()})
 	p.reg.mu.Unlock()

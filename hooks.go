@@ -343,17 +343,15 @@ func (p *Proxy) noteSession(id ConnID) {
 }
 
 // resolveSession maps a session number as goproxy prints it (the low 16 bits)
-// to a connection: a live one with those low bits if there is one, else the
+// to a connection: the newest live one with those low bits if there is one
+// (among the last sessionPeriods×65536 sessions), else the
 // session nearest the newest one seen (log lines come just before or after
 // the hook that sees the session).
 func (p *Proxy) resolveSession(s int64) ConnID {
 	if s <= 0 || s > 0xFFFF {
 		return 0
 	}
-	p.reg.mu.Lock()
-	id, ok := p.reg.sessions[s]
-	p.reg.mu.Unlock()
-	if ok {
+	if id, ok := p.reg.liveSession(s, p.maxSession.Load()); ok {
 		return id
 	}
 	next := p.maxSession.Load() + 1

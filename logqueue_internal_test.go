@@ -108,3 +108,31 @@ func TestTemplateCacheComparesFormats(t *testing.T) {
 		t.Errorf("an unknown line parsed as %+v", other)
 	}
 }
+
+// A typical goproxy line makes its record, message and attrs, in one
+// allocation, and every record has memory of its own: an observer may keep
+// each one it is given.
+func TestTypicalRecordIsOneAllocation(t *testing.T) {
+	var got []LogRecord
+	sink := newLogSink(nil, nil, func(r LogRecord) { got = append(got, r) })
+	format, args := benchLine()
+	got = make([]LogRecord, 0, 200)
+	if allocs := testing.AllocsPerRun(100, func() { sink.Printf(format, args...) }); allocs != 1 {
+		t.Errorf("%v allocations per typical record, want 1", allocs)
+	}
+	got = got[:0]
+	for _, path := range []string{"/a", "/bb", "/ccc"} {
+		f, a := gpLine(9, "INFO", "Got request %v %v %v %v", path, "example.com", "GET", "http://example.com"+path)
+		sink.Printf(f, a...)
+	}
+	for i, path := range []string{"/a", "/bb", "/ccc"} {
+		r := got[i]
+		want := "Got request " + path + " example.com GET http://example.com" + path
+		if r.Message != want || len(r.Attrs) != 4 || r.Attrs[0].Value.String() != path {
+			t.Errorf("record %d: %q %v, want %q", i, r.Message, r.Attrs, want)
+		}
+		if cap(r.Attrs) != len(r.Attrs) {
+			t.Errorf("record %d: attrs have room for %d more", i, cap(r.Attrs)-len(r.Attrs))
+		}
+	}
+}

@@ -464,6 +464,8 @@ func (s *logSink) Printf(format string, args ...any) {
 		}
 	case len(p.args) == 0 && strings.IndexByte(p.format, '%') < 0:
 		r.Message = boundString(strings.TrimSpace(p.format), maxMessageBytes)
+	case p.known && oneAllocation(&r, p):
+		// The common case: message and attrs made in one allocation.
 	default:
 		var argsValid bool
 		r.Attrs, argsValid = argAttrs(p.roles, p.args)
@@ -496,7 +498,16 @@ func sprintf(format string, args []any) string {
 // strings and numbers, nothing that fmt made of another type.
 func sprintfSimple(format string, args []any) (s string, simple bool) {
 	var buf [256]byte
-	b := buf[:0]
+	b, ok := appendSimple(buf[:0], format, args)
+	if !ok {
+		return fmt.Sprintf(format, args...), false
+	}
+	return string(b), true
+}
+
+// appendSimple appends format formatted with args to b, as fmt would, when
+// it can do so itself (see sprintf), and reports whether it could.
+func appendSimple(b []byte, format string, args []any) ([]byte, bool) {
 	next := 0
 	for i := 0; i < len(format); i++ {
 		if j := strings.IndexByte(format[i:], '%'); j != 0 {
@@ -509,7 +520,7 @@ func sprintfSimple(format string, args []any) (s string, simple bool) {
 			i += j
 		}
 		if i++; i == len(format) {
-			return fmt.Sprintf(format, args...), false
+			return nil, false
 		}
 		verb := format[i]
 		if verb == '%' {
@@ -517,18 +528,18 @@ func sprintfSimple(format string, args []any) (s string, simple bool) {
 			continue
 		}
 		if next == len(args) {
-			return fmt.Sprintf(format, args...), false
+			return nil, false
 		}
 		var ok bool
 		if b, ok = appendArg(b, verb, args[next]); !ok {
-			return fmt.Sprintf(format, args...), false
+			return nil, false
 		}
 		next++
 	}
 	if next != len(args) {
-		return fmt.Sprintf(format, args...), false // fmt reports the extra arguments
+		return nil, false // fmt reports the extra arguments
 	}
-	return string(b), true
+	return b, true
 }
 
 // appendArg appends a formatted with verb as fmt would, or reports false
@@ -567,17 +578,27 @@ func appendArg(b []byte, verb byte, a any) ([]byte, bool) {
 // ones, within maxAttrs. valid reports that every string among args is
 // valid UTF-8 (and so was kept whole, or cut only for its length).
 func argAttrs(roles []string, args []any) (attrs []slog.Attr, valid bool) {
+	n := nonNil(args)
+	if n == 0 {
+		return nil, true
+	}
+	return appendArgAttrs(make([]slog.Attr, 0, min(n, maxAttrs)), roles, args)
+}
+
+func nonNil(args []any) int {
 	n := 0
 	for _, a := range args {
 		if a != nil {
 			n++
 		}
 	}
-	if n == 0 {
-		return nil, true
-	}
+	return n
+}
+
+// appendArgAttrs is argAttrs appending to dst, which is empty.
+func appendArgAttrs(dst []slog.Attr, roles []string, args []any) (attrs []slog.Attr, valid bool) {
 	valid = true
-	b := attrBuilder{attrs: make([]slog.Attr, 0, min(n, maxAttrs))}
+	b := attrBuilder{attrs: dst}
 	for i, a := range args {
 		if a == nil {
 			continue
@@ -614,6 +635,57 @@ func argAttrs(roles []string, args []any) (attrs []slog.Attr, valid bool) {
 		b.attrs = append(b.attrs, slog.Attr{Key: key, Value: v})
 	}
 	return b.finish(), valid
+}
+
+// oneAllocation makes r's message and attrs from a line of a known template
+// in one allocation, and reports whether it could: the line has one to four
+// arguments other than nil, sprintf formats them itself, and the message is
+// short. A record is made for an observer that keeps it, so nothing of it
+// is ever reused: the message's bytes are written once, before they become
+// a string.
+func oneAllocation(r *LogRecord, p parsedLine) bool {
+	n := nonNil(p.args)
+	if n == 0 || n > 4 {
+		return false
+	}
+	var buf [256]byte
+	msg, ok := appendSimple(buf[:0], p.format, p.args)
+	if !ok {
+		return false
+	}
+	msg = bytes.TrimSpace(msg)
+	var attrs []slog.Attr
+	var text string
+	switch m := len(msg); {
+	case m <= 64:
+		mem := new(struct {
+			attrs [4]slog.Attr
+			msg   [64]byte
+		})
+		attrs, text = mem.attrs[:0:n], unsafe.String(&mem.msg[0], copy(mem.msg[:], msg))
+	case m <= 96:
+		mem := new(struct {
+			attrs [4]slog.Attr
+			msg   [96]byte
+		})
+		attrs, text = mem.attrs[:0:n], unsafe.String(&mem.msg[0], copy(mem.msg[:], msg))
+	case m <= 160:
+		mem := new(struct {
+			attrs [4]slog.Attr
+			msg   [160]byte
+		})
+		attrs, text = mem.attrs[:0:n], unsafe.String(&mem.msg[0], copy(mem.msg[:], msg))
+	default:
+		return false
+	}
+	var valid bool
+	r.Attrs, valid = appendArgAttrs(attrs, p.roles, p.args)
+	r.Message = text
+	if !valid {
+		// A string argument that is not valid UTF-8 is in the message too.
+		r.Message = boundString(text, maxMessageBytes)
+	}
+	return true
 }
 
 // ownValue returns v as a value that owns its data and is within bounds:

@@ -201,9 +201,11 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 // request, a TLS alert) is handed to the next Read, which first stops the
 // read ahead with a past deadline, as net/http stops its own.
 type readAhead struct {
-	pending atomic.Bool // a read ahead runs, or left bytes or an error: Read must look
+	pending atomic.Bool // a read ahead is due or runs, or left bytes or an error: Read must look
 
 	mu      sync.Mutex
+	due     func()      // set while a read ahead is due: what it calls if the client is gone
+	timer   *time.Timer // starts a due read ahead (startAhead); one per connection
 	running bool
 	done    chan struct{} // closed when the running read ahead returned
 	buf     []byte        // read ahead, not handed over yet
@@ -217,10 +219,19 @@ const maxReadAhead = 64 << 10
 // aLongTimeAgo is a deadline in the past: it stops a pending read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// watchGone starts a read ahead unless one runs or the client already ended.
-// gone is called if the read ahead finds the client gone (EOF or an error).
-// The caller must know that nobody reads the connection until the next Read
-// of c, which stops the read ahead.
+// readAheadAfter is how long a request waits for its upstream before its
+// client connection is read ahead. Most upstreams answer sooner, and such a
+// request then costs no goroutine, no buffer and no system call to watch its
+// client (started for every request, the read ahead was a goroutine, a read
+// that found nothing and a wake-up to stop it); a client that leaves a slow
+// upstream is noticed this much later, which only matters to a slow upstream.
+const readAheadAfter = 50 * time.Millisecond
+
+// watchGone makes a read ahead due in readAheadAfter, unless one is due or
+// runs or the client already ended. gone is called if the read ahead finds
+// the client gone (EOF or an error). The caller must know that nobody reads
+// the connection until the next Read of c, which cancels the read ahead, or
+// stops it if it started.
 func (c *trackedConn) watchGone(gone func()) {
 	a := c.ahead.Load()
 	if a == nil {
@@ -228,16 +239,44 @@ func (c *trackedConn) watchGone(gone func()) {
 		a = c.ahead.Load()
 	}
 	a.mu.Lock()
-	if a.running || a.err != nil || len(a.buf) >= maxReadAhead {
+	defer a.mu.Unlock()
+	if a.running || a.due != nil || a.err != nil || len(a.buf) >= maxReadAhead {
+		return
+	}
+	a.due = gone
+	a.pending.Store(true)
+	if a.timer == nil {
+		a.timer = time.AfterFunc(readAheadAfter, func() { c.startAhead(a) })
+	} else {
+		a.timer.Reset(readAheadAfter)
+	}
+}
+
+// startAhead runs the due read ahead, on the timer's goroutine. A timer that
+// fired as the read ahead was taken back finds none due, or one due for the
+// next request, which it may start early: while one is due, nobody reads.
+func (c *trackedConn) startAhead(a *readAhead) {
+	a.mu.Lock()
+	gone := a.due
+	if gone == nil || a.running {
 		a.mu.Unlock()
 		return
 	}
+	a.due = nil
 	a.running = true
 	a.done = make(chan struct{})
-	a.pending.Store(true)
 	done := a.done
 	a.mu.Unlock()
-	go c.readAheadLoop(a, done, gone)
+	c.readAheadLoop(a, done, gone)
+}
+
+// cancelDue takes back a read ahead that is due and has not started. a.mu
+// must be held.
+func (a *readAhead) cancelDue() {
+	if a.due != nil {
+		a.due = nil
+		a.timer.Stop()
+	}
 }
 
 func (c *trackedConn) readAheadLoop(a *readAhead, done chan struct{}, gone func()) {
@@ -275,6 +314,7 @@ func (c *trackedConn) readAheadLoop(a *readAhead, done chan struct{}, gone func(
 func (c *trackedConn) takeAhead(a *readAhead, b []byte) (n int, err error, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.cancelDue()
 	for a.running {
 		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
 		done := a.done
@@ -305,6 +345,11 @@ func (c *trackedConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.p.tracker.remove(c)
 		c.closeErr = c.Conn.Close()
+		if a := c.ahead.Load(); a != nil {
+			a.mu.Lock()
+			a.cancelDue() // a running one ends with the connection
+			a.mu.Unlock()
+		}
 	})
 	return c.closeErr
 }

@@ -113,8 +113,9 @@ func (p *Proxy) requestDone(e *entry) {
 }
 
 // watchClient makes the client connection of a MITM request read ahead
-// while the request waits for the upstream, so that the request is cancelled
-// (and ends with EndClientClosed) when the client goes away; see readAhead.
+// while the request waits for the upstream (from readAheadAfter on), so that
+// the request is cancelled (and ends with EndClientClosed) when the client
+// goes away; see readAhead.
 // It is called when the request was read to its end and the round trip is
 // pending: goproxy does not read the connection again before the response
 // is written.

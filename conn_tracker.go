@@ -25,11 +25,14 @@ type trackedConn struct {
 	p      *Proxy
 	remote string
 
-	wire     atomic.Uint64 // bytes read plus written, for idle detection only
-	hijacked atomic.Bool
-	busy     atomic.Int32             // live plain requests on it: the idle timeout applies
-	eof      atomic.Bool              // the client finished sending (read EOF)
+	wire     atomic.Uint64            // bytes read plus written, for idle detection only
 	failed   atomic.Pointer[errorBox] // first read or write error other than EOF
+	hijacked atomic.Bool
+	busy     atomic.Int32 // live plain requests on it: the idle timeout applies
+	eof      atomic.Bool  // the client finished sending (read EOF)
+
+	closeOnce sync.Once // after the three above: no padding between them
+	closeErr  *errorBox // what closing returned, if it failed
 
 	// The CONNECT note, set by the CONNECT hook before goproxy decides what
 	// to do with the tunnel: its session, and when it came. connectAt is
@@ -37,9 +40,6 @@ type trackedConn struct {
 	// connectID found it set.
 	connectID atomic.Int64
 	connectAt time.Time
-
-	closeOnce sync.Once
-	closeErr  error
 
 	ahead    atomic.Pointer[readAhead] // MITM requests only: notices the client leaving
 	deadline atomic.Int64              // the owner's read deadline (deadlineNanos), restored after a read ahead
@@ -344,14 +344,19 @@ func (c *trackedConn) takeAhead(a *readAhead, b []byte) (n int, err error, ok bo
 func (c *trackedConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.p.tracker.remove(c)
-		c.closeErr = c.Conn.Close()
+		if err := c.Conn.Close(); err != nil {
+			c.closeErr = &errorBox{err}
+		}
 		if a := c.ahead.Load(); a != nil {
 			a.mu.Lock()
 			a.cancelDue() // a running one ends with the connection
 			a.mu.Unlock()
 		}
 	})
-	return c.closeErr
+	if c.closeErr != nil {
+		return c.closeErr.err
+	}
+	return nil
 }
 
 // NetConn returns the wrapped connection.

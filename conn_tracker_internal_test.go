@@ -17,8 +17,8 @@ func TestTrackingStateSizes(t *testing.T) {
 	if n := unsafe.Sizeof(entry{}); n > 256 {
 		t.Errorf("entry is %d bytes, want at most 256", n)
 	}
-	if n := unsafe.Sizeof(trackedConn{}); n > 192 {
-		t.Errorf("trackedConn is %d bytes, want at most 192", n)
+	if n := unsafe.Sizeof(trackedConn{}); n > 176 {
+		t.Errorf("trackedConn is %d bytes, want at most 176", n)
 	}
 	if n := unsafe.Sizeof(tunnelConn{}); n > 64 {
 		t.Errorf("tunnelConn is %d bytes, want at most 64", n)

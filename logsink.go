@@ -23,8 +23,8 @@ import (
 // made, never references to the proxy's live objects, so an observer may keep
 // it and read it from any goroutine.
 type LogRecord struct {
-	Seq     uint64 // 1, 2, 3... per Proxy, in the order records were accepted
-	Time    time.Time
+	Seq     uint64     // 1, 2, 3... per Proxy, in the order records were accepted
+	Time    time.Time  // when it was made; for the program's slog records, their own time
 	Level   slog.Level // goproxy lines are mapped onto Debug, Info, Warn and Error
 	Message string     // formatted, without goproxy's "[nnn] LEVEL: " prefix; bounded in size
 	Source  string     // "goproxy", "http" (the proxy's http.Server) or "app" (slog)

@@ -22,13 +22,15 @@ const (
 	topicConnections
 	topicLogs
 	topicEvents
+	topicEventBatches
 )
 
 var topicBits = map[string]topicSet{
-	TopicTraffic:     topicTraffic,
-	TopicConnections: topicConnections,
-	TopicLogs:        topicLogs,
-	TopicEvents:      topicEvents,
+	TopicTraffic:      topicTraffic,
+	TopicConnections:  topicConnections,
+	TopicLogs:         topicLogs,
+	TopicEvents:       topicEvents,
+	TopicEventBatches: topicEventBatches,
 }
 
 // outgoing is one slot of a client's queue: a frame, or a batch of frames
@@ -391,6 +393,11 @@ func (h *Hub) subscribe(c *client, req *Request, ref json.RawMessage) {
 	ack := h.mustEncode(TypeSubscribed, Subscribed{Topics: names, LogLevel: proxywatch.LevelName(level)}, ref)
 
 	h.mu.Lock()
+	if set&topicEventBatches != 0 && c.topics&topicEventBatches == 0 {
+		// The batch being gathered holds events from before this subscribe:
+		// it goes to the earlier subscribers only.
+		h.flushEventsLocked()
+	}
 	batch := [][]byte{ack}
 	if set&topicLogs != 0 && (c.topics&topicLogs == 0 || req.Since != nil) {
 		batch = h.replayLocked(batch, level, req.Since)

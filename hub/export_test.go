@@ -17,3 +17,10 @@ func (h *Hub) PushConnectionsNow() { h.pushConnections() }
 func EncodeConnections(conns []proxywatch.ConnInfo) []byte {
 	return appendConnsFrame(make([]byte, 0, connsFrameSize(conns)), TypeConnections, conns, nil)
 }
+
+// FlushEventsNow sends the pending event batch, as the ticker does.
+func (h *Hub) FlushEventsNow() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.flushEventsLocked()
+}

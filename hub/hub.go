@@ -37,6 +37,11 @@ type Options struct {
 	// two seconds.
 	ConnectionsInterval time.Duration
 
+	// EventInterval is the period of eventBatch messages (topic
+	// eventBatches): each carries the events since the previous one, and
+	// none is sent when there were none. Zero means 100 ms.
+	EventInterval time.Duration
+
 	// LogBacklog is how many of the latest log records are kept for replay
 	// on subscribe. Records at INFO and above are always kept; records below
 	// INFO only while some client is subscribed to logs at their level, since
@@ -75,6 +80,7 @@ type Options struct {
 const (
 	defaultTrafficInterval     = time.Second
 	defaultConnectionsInterval = 2 * time.Second
+	defaultEventInterval       = 100 * time.Millisecond
 	defaultLogBacklog          = 200
 	defaultSendQueue           = 256
 	defaultMaxMessageBytes     = 64 << 10
@@ -112,6 +118,7 @@ type Hub struct {
 	log            *slog.Logger
 
 	trafficEvery, connsEvery time.Duration
+	eventsEvery              time.Duration
 	backlog                  int
 	sendQueue                int
 	maxMessage               int64
@@ -129,8 +136,9 @@ type Hub struct {
 	pending int                  // upgrades in progress, counted against maxClients
 	closed  bool                 // set by Close
 	ring    logRing
-	lastSeq uint64 // seq of the newest log record seen; 0 before the first
-	lost    uint64 // records never seen since the newest kept one (or the start)
+	lastSeq uint64  // seq of the newest log record seen; 0 before the first
+	lost    uint64  // records never seen since the newest kept one (or the start)
+	events  []Event // for the eventBatches topic, since the last batch
 
 	// keep is the lowest level kept and wanted: the lowest level of any log
 	// subscriber, never above INFO. Written under mu, read by Level without it.
@@ -160,6 +168,7 @@ func newHub(src source, opts *Options) *Hub {
 		log:          o.ErrorLog,
 		trafficEvery: orDefault(o.TrafficInterval, defaultTrafficInterval),
 		connsEvery:   orDefault(o.ConnectionsInterval, defaultConnectionsInterval),
+		eventsEvery:  orDefault(o.EventInterval, defaultEventInterval),
 		backlog:      o.LogBacklog,
 		sendQueue:    orDefault(o.SendQueue, defaultSendQueue),
 		maxMessage:   orDefault(o.MaxMessageBytes, defaultMaxMessageBytes),
@@ -278,6 +287,7 @@ func (h *Hub) helloFrameLocked() []byte {
 		Intervals: Intervals{
 			Traffic:     h.trafficEvery.Milliseconds(),
 			Connections: h.connsEvery.Milliseconds(),
+			Events:      h.eventsEvery.Milliseconds(),
 		},
 		Topics:          allTopics,
 		Actions:         allActions,
@@ -330,6 +340,8 @@ func (h *Hub) tick() {
 	defer traffic.Stop()
 	conns := time.NewTicker(h.connsEvery)
 	defer conns.Stop()
+	events := time.NewTicker(h.eventsEvery)
+	defer events.Stop()
 	for {
 		select {
 		case <-h.done:
@@ -338,8 +350,42 @@ func (h *Hub) tick() {
 			h.pushTraffic()
 		case <-conns.C:
 			h.pushConnections()
+		case <-events.C:
+			h.mu.Lock()
+			h.flushEventsLocked()
+			h.mu.Unlock()
 		}
 	}
+}
+
+// maxBatchEvents bounds an event batch: a batch this long is sent at once.
+const maxBatchEvents = 4096
+
+// flushEventsLocked sends the events gathered since the last batch, encoded
+// once, to the eventBatches subscribers.
+func (h *Hub) flushEventsLocked() {
+	if len(h.events) == 0 {
+		return
+	}
+	frame := appendEventBatchFrame(make([]byte, 0, eventBatchSize(h.events)), h.events)
+	clear(h.events) // let the strings go
+	h.events = h.events[:0]
+	for c := range h.clients {
+		if c.topics&topicEventBatches != 0 {
+			h.enqueueLocked(c, outgoing{frame: frame})
+		}
+	}
+}
+
+// eventBatchSize estimates an eventBatch frame's size on the high side.
+func eventBatchSize(events []Event) int {
+	n := 64
+	for i := range events {
+		c := &events[i].Conn
+		n += 32 + connEntryOverhead + len(c.Method) + len(c.Host) + len(c.URL) + len(c.Remote) +
+			len(c.Protocol) + len(c.EndReason) + len(c.Error)
+	}
+	return n
 }
 
 // pushTraffic sends the bytes moved since the previous push, over the real
@@ -424,7 +470,8 @@ func (h *Hub) broadcast(t topicSet, frame []byte) {
 }
 
 // ObserveConn pushes e as an event message to the clients subscribed to
-// events. It implements proxywatch.ConnObserver; the Proxy calls it.
+// events, and adds it to the next eventBatch for those subscribed to
+// eventBatches. It implements proxywatch.ConnObserver; the Proxy calls it.
 func (h *Hub) ObserveConn(e proxywatch.ConnEvent) {
 	ev, ok := EventFromConn(e)
 	if !ok {
@@ -436,7 +483,9 @@ func (h *Hub) ObserveConn(e proxywatch.ConnEvent) {
 		return
 	}
 	var frame []byte
+	batched := false
 	for c := range h.clients {
+		batched = batched || c.topics&topicEventBatches != 0
 		if c.topics&topicEvents == 0 {
 			continue
 		}
@@ -444,6 +493,12 @@ func (h *Hub) ObserveConn(e proxywatch.ConnEvent) {
 			frame = h.mustEncode(TypeEvent, ev, nil)
 		}
 		h.enqueueLocked(c, outgoing{frame: frame})
+	}
+	if batched {
+		h.events = append(h.events, ev)
+		if len(h.events) >= maxBatchEvents {
+			h.flushEventsLocked()
+		}
 	}
 }
 

@@ -153,7 +153,7 @@ func TestMaxClients(t *testing.T) {
 
 func TestHello(t *testing.T) {
 	h, srv := setup(t, &memSource{}, &hub.Options{
-		TrafficInterval: 1500 * time.Millisecond, ConnectionsInterval: 3 * time.Second,
+		TrafficInterval: 1500 * time.Millisecond, ConnectionsInterval: 3 * time.Second, EventInterval: 250 * time.Millisecond,
 		LogBacklog: 50, MaxMessageBytes: 4096,
 	})
 	for i := uint64(1); i <= 7; i++ {
@@ -170,8 +170,8 @@ func TestHello(t *testing.T) {
 	}
 	want := hub.Hello{
 		Protocol: 1, Server: "proxywatch 0.1.0",
-		Intervals: hub.Intervals{Traffic: 1500, Connections: 3000},
-		Topics:    []string{"traffic", "connections", "logs", "events"},
+		Intervals: hub.Intervals{Traffic: 1500, Connections: 3000, Events: 250},
+		Topics:    []string{"traffic", "connections", "logs", "events", "eventBatches"},
 		Actions:   []string{"subscribe", "closeAllConnections", "closeConnection", "closeConnections", "getHistory"},
 		LogSeq:    7, LogBacklog: 50, MaxMessageBytes: 4096,
 	}
@@ -743,6 +743,139 @@ func TestEvents(t *testing.T) {
 		`"end":"2026-11-27T09:30:46.623456789Z","endReason":"upstream error","error":"dial tcp: refused"}}}`
 	if string(raw) != want {
 		t.Fatalf("closed event\n%s\nwant\n%s", raw, want)
+	}
+}
+
+// connEvent makes the lifecycle event of connection id.
+func connEvent(id int, state proxywatch.ConnState) proxywatch.ConnEvent {
+	start := time.Date(2026, 11, 27, 10, 30, 45, 0, time.UTC).Add(time.Duration(id) * time.Millisecond)
+	ci := proxywatch.ConnInfo{ID: proxywatch.ConnID(id), Protocol: proxywatch.ProtoHTTP, Method: "GET",
+		Host: "example.com:80", URL: fmt.Sprintf("http://example.com/%d?q=\"<&>\"", id), Client: "127.0.0.1:5000", Start: start}
+	if state == proxywatch.ConnClosed {
+		ci.End, ci.Up, ci.Down, ci.Status, ci.EndReason = start.Add(time.Second), 10, uint64(id)*100, 200, proxywatch.EndCompleted
+	}
+	return proxywatch.ConnEvent{State: state, Conn: ci}
+}
+
+// TestEventBatches checks the batched form of events: one eventBatch per
+// interval with every event since the previous one, in order, encoded as
+// encoding/json encodes []Event; a client of the per-event topic gets the
+// same events one frame each; a client that subscribes gets no event from
+// before its subscribe.
+func TestEventBatches(t *testing.T) {
+	h, srv := setup(t, &memSource{}, &hub.Options{EventInterval: time.Hour})
+	batched, _ := dial(t, srv)
+	batched.subscribe(hub.Request{Topics: []string{"eventBatches"}})
+	single, _ := dial(t, srv)
+	single.subscribe(hub.Request{Topics: []string{"events"}})
+
+	var want []hub.Event
+	for id := 1; id <= 50; id++ {
+		for _, st := range []proxywatch.ConnState{proxywatch.ConnOpened, proxywatch.ConnClosed} {
+			e := connEvent(id, st)
+			h.ObserveConn(e)
+			ev, _ := hub.EventFromConn(e)
+			want = append(want, ev)
+		}
+	}
+	late, _ := dial(t, srv)
+	late.subscribe(hub.Request{Topics: []string{"eventBatches"}}) // flushes the batch to the earlier subscriber
+	h.ObserveConn(connEvent(51, proxywatch.ConnOpened))
+	h.FlushEventsNow()
+	h.FlushEventsNow() // nothing pending: no frame
+
+	encode := func(evs []hub.Event) string {
+		var buf strings.Builder
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.Encode(map[string]any{"type": "eventBatch", "data": evs})
+		// encoding/json sorts map keys: data before type. The hub puts type first.
+		var m struct {
+			Data json.RawMessage `json:"data"`
+		}
+		json.Unmarshal([]byte(buf.String()), &m)
+		return `{"type":"eventBatch","data":` + string(m.Data) + `}`
+	}
+	ev51, _ := hub.EventFromConn(connEvent(51, proxywatch.ConnOpened))
+	if _, raw := batched.next(); string(raw) != encode(want) {
+		t.Fatalf("first batch\n%s\nwant\n%s", raw, encode(want))
+	}
+	if _, raw := batched.next(); string(raw) != encode([]hub.Event{ev51}) {
+		t.Fatalf("second batch %s", raw)
+	}
+	if _, raw := late.next(); string(raw) != encode([]hub.Event{ev51}) {
+		t.Fatalf("late subscriber's first batch %s, want only the event after its subscribe", raw)
+	}
+	for i, w := range append(want, ev51) {
+		var got hub.Event
+		single.nextData(hub.TypeEvent, &got)
+		if fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Fatalf("event %d: %+v, want %+v", i, got, w)
+		}
+	}
+	// Nothing else is queued for either: the next frame answers a barrier.
+	for _, c := range []*client{batched, late, single} {
+		c.send(hub.Request{Action: hub.ActionGetHistory})
+		if m, raw := c.next(); m.Type != hub.TypeHistory {
+			t.Fatalf("got %s, want history", raw)
+		}
+	}
+}
+
+// TestEventBatchesByThemselves checks that batches go out every interval
+// without being asked, and that a batch grown to its bound goes out at once.
+func TestEventBatchesByThemselves(t *testing.T) {
+	h, srv := setup(t, &memSource{}, &hub.Options{EventInterval: 20 * time.Millisecond, SendQueue: 4096})
+	c, _ := dial(t, srv)
+	c.subscribe(hub.Request{Topics: []string{"eventBatches"}})
+	const n = 10000 // more than one bound's worth
+	for id := 1; id <= n; id++ {
+		h.ObserveConn(connEvent(id, proxywatch.ConnOpened))
+	}
+	next := 1
+	frames := 0
+	for next <= n {
+		var evs []hub.Event
+		c.nextData(hub.TypeEventBatch, &evs)
+		frames++
+		for _, ev := range evs {
+			if int(ev.Conn.ID) != next || ev.Event != "opened" {
+				t.Fatalf("event %s %d, want opened %d", ev.Event, ev.Conn.ID, next)
+			}
+			next++
+		}
+	}
+	if frames < 3 {
+		t.Fatalf("%d events in %d frames: a batch is bounded", n, frames)
+	}
+}
+
+// TestSlowEventBatchClientDropped checks that a client of eventBatches that
+// does not read is dropped with 1008 while one that reads gets every event.
+func TestSlowEventBatchClientDropped(t *testing.T) {
+	h, srv := setup(t, &memSource{}, &hub.Options{SendQueue: 8, WriteWait: time.Minute, EventInterval: time.Hour})
+	slow, _ := dial(t, srv)
+	slow.subscribe(hub.Request{Topics: []string{"eventBatches"}})
+	good, _ := dial(t, srv)
+	good.subscribe(hub.Request{Topics: []string{"eventBatches"}})
+	id := 0
+	for h.Clients() == 2 || id < 10000 {
+		for range 500 {
+			id++
+			h.ObserveConn(connEvent(id, proxywatch.ConnOpened))
+		}
+		h.FlushEventsNow()
+		var evs []hub.Event
+		good.nextData(hub.TypeEventBatch, &evs)
+		if len(evs) != 500 || int(evs[499].Conn.ID) != id {
+			t.Fatalf("good client got %d events ending at %d, want 500 ending at %d", len(evs), evs[len(evs)-1].Conn.ID, id)
+		}
+		if id > 1_000_000 {
+			t.Fatal("the slow client was never dropped")
+		}
+	}
+	if code := slow.closeCode(); code != websocket.ClosePolicyViolation {
+		t.Fatalf("slow client close code %d, want 1008", code)
 	}
 }
 

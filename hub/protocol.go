@@ -28,6 +28,7 @@ const (
 	TypeTraffic     = "traffic"
 	TypeConnections = "connections"
 	TypeEvent       = "event"
+	TypeEventBatch  = "eventBatch"
 	TypeLog         = "log"
 	TypeLogsDropped = "logsDropped"
 	TypeHistory     = "history"
@@ -41,6 +42,13 @@ const (
 	TopicConnections = "connections"
 	TopicLogs        = "logs"
 	TopicEvents      = "events"
+
+	// TopicEventBatches carries the events of topic events batched: one
+	// eventBatch message per Options.EventInterval with every event since
+	// the previous one, in order. A busy proxy opens and closes thousands of
+	// connections a second; one frame per event to every dashboard cost more
+	// than the proxying itself.
+	TopicEventBatches = "eventBatches"
 )
 
 // Actions a client can send, the "action" of every client frame.
@@ -63,7 +71,7 @@ const (
 )
 
 var (
-	allTopics  = []string{TopicTraffic, TopicConnections, TopicLogs, TopicEvents}
+	allTopics  = []string{TopicTraffic, TopicConnections, TopicLogs, TopicEvents, TopicEventBatches}
 	allActions = []string{ActionSubscribe, ActionCloseAll, ActionCloseConnection, ActionCloseConnections, ActionGetHistory}
 )
 
@@ -178,6 +186,7 @@ type Hello struct {
 type Intervals struct {
 	Traffic     int64 `json:"traffic"`
 	Connections int64 `json:"connections"`
+	Events      int64 `json:"events"` // of eventBatch messages
 }
 
 // Subscribed answers subscribe with the subscription now in effect: the known
@@ -368,6 +377,23 @@ func appendConnsFrame(b []byte, typ string, conns []proxywatch.ConnInfo, ref jso
 		b = append(b, ref...)
 	}
 	return append(b, '}')
+}
+
+// appendEventBatchFrame appends {"type":"eventBatch","data":[...]} with one
+// event object per entry, as encoding/json encodes []Event.
+func appendEventBatchFrame(b []byte, events []Event) []byte {
+	b = append(b, `{"type":"eventBatch","data":[`...)
+	for i := range events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"event":`...)
+		b = appendString(b, events[i].Event)
+		b = append(b, `,"conn":`...)
+		b = appendConn(b, &events[i].Conn)
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
 }
 
 // appendConn appends the JSON object of c, fields in declaration order.

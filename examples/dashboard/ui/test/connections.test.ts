@@ -77,6 +77,74 @@ describe('snapshots', () => {
   })
 })
 
+describe('event batches', () => {
+  it('applies a batch at once, in order', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connections', data: [conn(1)] })
+    ws.push({
+      type: 'eventBatch',
+      data: [
+        { event: 'opened', conn: conn(2) },
+        { event: 'opened', conn: conn(3) },
+        { event: 'closed', conn: closedConn(2, '2026-11-27T10:00:02Z', { down: 77 }) },
+        { event: 'closed', conn: closedConn(1, '2026-11-27T10:00:03Z') },
+      ],
+    })
+    expect(store.live.map((c) => c.id)).toEqual([3])
+    expect(store.closed.map((c) => c.id)).toEqual([1, 2])
+    expect(store.closed[1].down).toBe(77)
+  })
+
+  it('renders the same as the same events sent one by one', async () => {
+    const events = [
+      { event: 'opened' as const, conn: conn(5) },
+      { event: 'opened' as const, conn: conn(6) },
+      { event: 'closed' as const, conn: closedConn(5, '2026-11-27T10:00:05Z') },
+      { event: 'opened' as const, conn: conn(7) },
+    ]
+    const a = await setup()
+    a.ws.push({ type: 'connections', data: [conn(1)] })
+    for (const data of events) a.ws.push({ type: 'event', data })
+    a.store.flush()
+    const single = { live: [...a.store.live], closed: [...a.store.closed] }
+    fresh()
+    const b = await setup()
+    b.ws.push({ type: 'connections', data: [conn(1)] })
+    b.ws.push({ type: 'eventBatch', data: events })
+    expect({ live: [...b.store.live], closed: [...b.store.closed] }).toEqual(single)
+  })
+
+  it('lets a closed event in a batch win over a snapshot taken before it', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connections', data: [conn(1), conn(2)] })
+    ws.push({ type: 'eventBatch', data: [{ event: 'closed', conn: closedConn(1, '2026-11-27T10:00:01Z') }] })
+    ws.push({ type: 'connections', data: [conn(1), conn(2)] })
+    expect(store.live.map((c) => c.id)).toEqual([2])
+  })
+
+  it('holds batches while paused and counts their events', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connections', data: [conn(1)] })
+    store.setPaused(true)
+    ws.push({ type: 'eventBatch', data: [{ event: 'opened', conn: conn(2) }, { event: 'opened', conn: conn(3) }] })
+    expect(store.live.map((c) => c.id)).toEqual([1])
+    expect(store.pending).toBe(2)
+    store.setPaused(false)
+    expect(store.live.map((c) => c.id)).toEqual([1, 2, 3])
+    expect(store.pending).toBe(0)
+  })
+
+  it('ignores malformed entries and a null batch', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'eventBatch', data: null })
+    ws.push({
+      type: 'eventBatch',
+      data: [null, { event: 'renamed', conn: conn(9) }, { event: 'opened' }, { event: 'opened', conn: conn(4) }] as never,
+    })
+    expect(store.live.map((c) => c.id)).toEqual([4])
+  })
+})
+
 describe('events', () => {
   it('adds opened connections and moves closed ones to the history, in batches', async () => {
     vi.useFakeTimers()

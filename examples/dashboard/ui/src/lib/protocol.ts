@@ -6,15 +6,34 @@
 export const LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR'] as const
 export type Level = (typeof LEVELS)[number]
 
-/** Topics this UI subscribes to. */
+/** Topics this UI subscribes to, by their seed names. */
 export const TOPICS = ['traffic', 'connections', 'logs', 'events'] as const
 export type Topic = (typeof TOPICS)[number]
+
+/**
+ * PREFERRED_TOPICS maps a seed topic to the cheaper form this UI asks for
+ * instead when the server offers it (hello.topics): events batched, one frame
+ * per interval instead of one per connection opened or closed.
+ */
+export const PREFERRED_TOPICS: Partial<Record<Topic, string>> = { events: 'eventBatches' }
+
+/** subscriptionTopics lists the topics to ask for of a server offering `offered` (absent: a seed server). */
+export function subscriptionTopics(offered: readonly string[] | undefined): string[] {
+  if (!offered || offered.length === 0) return [...TOPICS]
+  const topics: string[] = []
+  for (const t of TOPICS) {
+    const better = PREFERRED_TOPICS[t]
+    if (better && offered.includes(better)) topics.push(better)
+    else if (offered.includes(t)) topics.push(t)
+  }
+  return topics
+}
 
 /** Hello is the first frame after the upgrade: server identity and capabilities. */
 export interface Hello {
   protocol: number
   server?: string
-  intervals?: { traffic?: number; connections?: number }
+  intervals?: { traffic?: number; connections?: number; events?: number }
   topics?: string[]
   actions?: string[]
   logSeq?: number
@@ -101,6 +120,7 @@ export type ServerMessage =
   | { type: 'traffic'; data: Traffic }
   | { type: 'connections'; data: Conn[] | null }
   | { type: 'event'; data: ConnEvent }
+  | { type: 'eventBatch'; data: ConnEvent[] | null }
   | { type: 'log'; data: LogRecord }
   | { type: 'logsDropped'; data: { count: number } }
   | { type: 'history'; data: Conn[] | null; ref?: Ref }

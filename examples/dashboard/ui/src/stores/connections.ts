@@ -16,7 +16,8 @@ export const RECENTLY_CLOSED_MS = 10_000
  *
  * `live` is replaced as a whole by every `connections` snapshot (a shallowRef:
  * no deep reactivity over thousands of per-tick objects). Between snapshots,
- * `event` messages add opened connections and move closed ones to `closed`,
+ * events (`eventBatch` messages, or single `event` messages from a server
+ * without batches) add opened connections and move closed ones to `closed`,
  * so a connection shorter than one push interval is still seen.
  *
  * Pausing freezes both lists; updates keep arriving and are counted in
@@ -75,6 +76,26 @@ export const useConnectionsStore = defineStore('connections', () => {
       return
     }
     if (flushTimer === null) flushTimer = setTimeout(flush, EVENT_FLUSH_MS)
+  }
+
+  /**
+   * onEventBatch takes the server's batch (topic eventBatches): the events of
+   * one interval, in order, applied at once as a burst of single events is.
+   */
+  function onEventBatch(batch: ConnEvent[] | null): void {
+    if (!Array.isArray(batch)) return
+    let n = 0
+    for (const ev of batch) {
+      if (!ev || !ev.conn || typeof ev.conn.id !== 'number') continue
+      if (ev.event !== 'opened' && ev.event !== 'closed') continue
+      queue.push(ev)
+      n++
+    }
+    if (paused.value) {
+      pending.value += n
+      return
+    }
+    flush()
   }
 
   /** flush applies the queued events now (called by the batching timer, and by tests). */
@@ -222,6 +243,7 @@ export const useConnectionsStore = defineStore('connections', () => {
 
   socket.on('connections', onSnapshot)
   socket.on('event', onEvent)
+  socket.on('eventBatch', onEventBatch)
   socket.on('connected', () => {
     reset()
     loadHistory().catch(() => {

@@ -2,8 +2,8 @@ import { acceptHMRUpdate, defineStore } from 'pinia'
 import { ref, shallowRef } from 'vue'
 import { checkToken, socketURL } from '../lib/auth'
 import {
-  TOPICS,
   normalizeLevel,
+  subscriptionTopics,
   type Action,
   type DataOf,
   type Hello,
@@ -366,8 +366,7 @@ export const useSocketStore = defineStore('socket', () => {
    * lastLogSeq. withLogs false leaves the logs topic out (see setLogLevel).
    */
   function sendSubscribe(withLogs = true): boolean {
-    const offered = hello.value?.topics
-    let topics = offered && offered.length ? TOPICS.filter((t) => offered.includes(t)) : [...TOPICS]
+    let topics = subscriptionTopics(hello.value?.topics)
     if (!withLogs) topics = topics.filter((t) => t !== 'logs')
     const msg: Action = { action: 'subscribe', topics, logLevel: logLevel.value }
     if (withLogs && lastLogSeq.value > 0) msg.since = lastLogSeq.value

@@ -1,10 +1,16 @@
 package hub_test
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,9 +41,24 @@ func manyConns(n int) []proxywatch.ConnInfo {
 }
 
 // BenchmarkConnectionsTick measures one connections push with 10,000 live
-// connections: encoding alone, and the whole tick delivered to 20 subscribed
-// clients (snapshot copy, encoding once, queueing, 20 socket writes, and the
-// 20 test clients reading on loopback, all in this process).
+// connections and 20 subscribed clients, as the hub's own CPU: the 20
+// clients run in a child process (this test binary, see readerChild), so
+// that their reading and decoding is not counted. What is counted, in this
+// process, is the whole tick: the snapshot copy (memSource copies the list
+// as Proxy.Connections does), diffing, encoding once, queueing, the 20
+// socket writes, and the loopback server's share; also the benchmark's own
+// changes to the moving connections between ticks (a few µs).
+//
+//   - full: topic connections, the whole list every tick (as before
+//     connectionsDelta);
+//   - delta-10pct: topic connectionsDelta with a tenth of the connections
+//     moving between ticks. A proxy with 10,000 live connections holds
+//     mostly idle ones (keep-alive, tunnels and WebSockets waiting for
+//     bytes): a tenth moving within one 2-second interval is on the busy
+//     side;
+//   - delta-all: every connection moving, the worst case for a delta.
+//
+// encode is the full list's encoding alone.
 func BenchmarkConnectionsTick(b *testing.B) {
 	const nConns, nClients = 10000, 20
 	conns := manyConns(nConns)
@@ -51,43 +72,159 @@ func BenchmarkConnectionsTick(b *testing.B) {
 		b.ReportMetric(float64(len(frame)), "bytes/frame")
 	})
 
-	b.Run(fmt.Sprintf("%dconns-%dclients", nConns, nClients), func(b *testing.B) {
-		src := &memSource{}
-		src.setConns(conns)
-		h := hub.NewWithSource(src, &hub.Options{Token: "s3cret", TrafficInterval: time.Hour, ConnectionsInterval: time.Hour})
-		srv := serve(b, h)
-		received := make(chan int64, nClients)
-		for range nClients {
-			c := dialRaw(b, srv)
-			go func() {
-				for {
-					_, r, err := c.NextReader()
-					if err != nil {
-						return
-					}
-					n, _ := io.Copy(io.Discard, r)
-					received <- n
-				}
-			}()
-		}
-		var perClient int64
-		cpu0 := processCPU()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			h.PushConnectionsNow()
+	for _, tc := range []struct {
+		name   string
+		topic  string
+		moving int // one in moving connections moves between ticks
+	}{
+		{"full", hub.TopicConnections, 10},
+		{"delta-10pct", hub.TopicConnectionsDelta, 10},
+		{"delta-all", hub.TopicConnectionsDelta, 1},
+	} {
+		b.Run(fmt.Sprintf("%s-%dconns-%dclients", tc.name, nConns, nClients), func(b *testing.B) {
+			src := &memSource{}
+			src.setConns(slices.Clone(conns))
+			h := hub.NewWithSource(src, &hub.Options{Token: "s3cret", TrafficInterval: time.Hour, ConnectionsInterval: time.Hour})
+			srv := serve(b, h)
+			frames := startReaders(b, srv, tc.topic, nClients)
+			// The first frame of each client: the full list on subscribe.
 			for range nClients {
-				perClient = <-received
+				<-frames
 			}
+			tick := 0
+			move := func() {
+				tick++
+				src.mu.Lock()
+				for i := range src.conns {
+					if i%tc.moving == tick%tc.moving {
+						src.conns[i].Down += 1500
+						src.conns[i].DownRate = float64(tick*100 + i%1000)
+					}
+				}
+				src.mu.Unlock()
+			}
+			var bytesPerClient int64
+			cpu0 := processCPU()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				move()
+				h.PushConnectionsNow()
+				for range nClients {
+					bytesPerClient = <-frames
+				}
+			}
+			b.StopTimer()
+			if cpu := processCPU() - cpu0; cpu > 0 {
+				perTick := cpu / time.Duration(b.N)
+				b.ReportMetric(float64(perTick)/float64(time.Millisecond), "hub-cpu-ms/tick")
+			}
+			b.ReportMetric(float64(bytesPerClient), "bytes/frame")
+			wantMin := int64(nConns / tc.moving * 20) // at least an id and a counter per mover
+			if bytesPerClient < wantMin {
+				b.Fatalf("%d bytes per frame, want at least %d", bytesPerClient, wantMin)
+			}
+		})
+	}
+}
+
+// readerEnv names the environment variables that make the test binary a
+// reader child (see TestMain).
+const (
+	readerEnvURL     = "HUB_BENCH_READER_URL"
+	readerEnvTopic   = "HUB_BENCH_READER_TOPIC"
+	readerEnvClients = "HUB_BENCH_READER_CLIENTS"
+)
+
+// startReaders starts a child process with n clients of srv subscribed to
+// topic, and returns the sizes of the frames they receive of that topic's
+// message type, one value per frame and client. The child ends with the
+// benchmark.
+func startReaders(b *testing.B, srv *httptest.Server, topic string, n int) <-chan int64 {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), readerEnvURL+"="+wsURL(srv, "?token=s3cret"), readerEnvTopic+"="+topic,
+		readerEnvClients+"="+strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe() // the child ends when it closes
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	sizes := make(chan int64, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			v, err := strconv.ParseInt(sc.Text(), 10, 64)
+			if err != nil {
+				b.Errorf("reader child: %q", sc.Text())
+				continue
+			}
+			sizes <- v
 		}
-		b.StopTimer()
-		if cpu := processCPU() - cpu0; cpu > 0 {
-			perTick := cpu / time.Duration(b.N)
-			b.ReportMetric(float64(perTick)/float64(time.Millisecond), "cpu-ms/tick")
-			b.ReportMetric(100*float64(perTick)/float64(2*time.Second), "%core@2s")
+	}()
+	b.Cleanup(func() {
+		stdin.Close()
+		<-done
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("reader child: %v", err)
 		}
-		b.ReportMetric(float64(perClient), "bytes/client")
 	})
+	return sizes
+}
+
+// readerChild is the child of startReaders: it connects the clients, reads
+// every frame and prints the size of each of the topic's messages until its
+// standard input closes. It returns the exit code.
+func readerChild(url, topic string, n int) int {
+	typ := map[string]string{hub.TopicConnections: hub.TypeConnections, hub.TopicConnectionsDelta: hub.TypeConnectionsDelta}[topic]
+	var mu sync.Mutex
+	w := bufio.NewWriter(os.Stdout)
+	var conns []*websocket.Conn
+	var wg sync.WaitGroup
+	for range n {
+		c, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		conns = append(conns, c)
+		if err := c.WriteJSON(hub.Request{Action: hub.ActionSubscribe, Topics: []string{topic}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			prefix := []byte(`{"type":"` + typ + `"`)
+			for {
+				_, data, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				if bytes.HasPrefix(data, prefix) {
+					mu.Lock()
+					fmt.Fprintln(w, len(data))
+					w.Flush()
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+	wg.Wait()
+	return 0
 }
 
 // BenchmarkEventsFanout measures 1,000 connection events (500 connections
@@ -167,7 +304,7 @@ func connEventAt(i int, state proxywatch.ConnState) proxywatch.ConnEvent {
 
 // dialTopics connects and subscribes to topics, discarding hello and the
 // subscribed answer.
-func dialTopics(b *testing.B, srv *httptest.Server, topics ...string) *websocket.Conn {
+func dialTopics(b testing.TB, srv *httptest.Server, topics ...string) *websocket.Conn {
 	b.Helper()
 	conn, _, err := websocket.DefaultDialer.Dial(wsURL(srv, "?token=s3cret"), nil)
 	if err != nil {

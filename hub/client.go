@@ -23,14 +23,16 @@ const (
 	topicLogs
 	topicEvents
 	topicEventBatches
+	topicConnectionsDelta
 )
 
 var topicBits = map[string]topicSet{
-	TopicTraffic:      topicTraffic,
-	TopicConnections:  topicConnections,
-	TopicLogs:         topicLogs,
-	TopicEvents:       topicEvents,
-	TopicEventBatches: topicEventBatches,
+	TopicTraffic:          topicTraffic,
+	TopicConnections:      topicConnections,
+	TopicLogs:             topicLogs,
+	TopicEvents:           topicEvents,
+	TopicEventBatches:     topicEventBatches,
+	TopicConnectionsDelta: topicConnectionsDelta,
 }
 
 // outgoing is one slot of a client's queue: a frame, or a batch of frames
@@ -60,6 +62,10 @@ type client struct {
 	topics topicSet
 	level  slog.Level
 	gone   bool // dropped: no more frames are queued
+
+	// deltaReady is set once the full list of a connectionsDelta
+	// subscription is queued: deltas follow it, never precede it.
+	deltaReady bool
 }
 
 func newClient(h *Hub, conn *websocket.Conn) *client {
@@ -403,7 +409,11 @@ func (h *Hub) subscribe(c *client, req *Request, ref json.RawMessage) {
 		batch = h.replayLocked(batch, level, req.Since)
 	}
 	addsConns := set&topicConnections != 0 && c.topics&topicConnections == 0
+	addsDelta := set&topicConnectionsDelta != 0 && c.topics&topicConnectionsDelta == 0
 	c.topics, c.level = set, level
+	if addsDelta {
+		c.deltaReady = false // no delta before its full list
+	}
 	h.updateLevelLocked()
 	h.enqueueLocked(c, outgoing{batch: batch})
 	h.mu.Unlock()
@@ -415,5 +425,8 @@ func (h *Hub) subscribe(c *client, req *Request, ref json.RawMessage) {
 			h.enqueueLocked(c, outgoing{frame: frame})
 		}
 		h.mu.Unlock()
+	}
+	if addsDelta {
+		h.startDelta(c)
 	}
 }

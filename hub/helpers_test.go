@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if url := os.Getenv(readerEnvURL); url != "" { // a child of startReaders
+		n, _ := strconv.Atoi(os.Getenv(readerEnvClients))
+		os.Exit(readerChild(url, os.Getenv(readerEnvTopic), n))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -130,26 +136,6 @@ func serve(t testing.TB, h *hub.Hub) *httptest.Server {
 		srv.Close()
 	})
 	return srv
-}
-
-// dialRaw connects with ?token=s3cret, subscribes to connections and
-// discards the hello and subscribed frames.
-func dialRaw(t testing.TB, srv *httptest.Server) *websocket.Conn {
-	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(wsURL(srv, "?token=s3cret"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if err := conn.WriteJSON(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"connections"}}); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if _, _, err := conn.ReadMessage(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return conn
 }
 
 func wsURL(srv *httptest.Server, query string) string {

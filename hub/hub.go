@@ -1,11 +1,13 @@
 package hub
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -143,6 +145,11 @@ type Hub struct {
 	// keep is the lowest level kept and wanted: the lowest level of any log
 	// subscriber, never above INFO. Written under mu, read by Level without it.
 	keep slog.LevelVar
+
+	// deltaMu orders the connectionsDelta pushes and the full lists of new
+	// subscribers; it is taken before mu, never after.
+	deltaMu sync.Mutex
+	delta   deltaState
 
 	// owned by the ticker goroutine
 	lastUp, lastDown uint64
@@ -416,14 +423,66 @@ func delta(now, before uint64) uint64 {
 	return now - before
 }
 
-// pushConnections sends the live set, encoded once for every subscriber. The
-// snapshot is not even taken when nobody is subscribed.
+// pushConnections sends the live set, encoded once for every subscriber of
+// connections, and its delta, encoded once for every subscriber of
+// connectionsDelta. The snapshot is not even taken when nobody is
+// subscribed.
 func (h *Hub) pushConnections() {
-	if !h.subscribed(topicConnections) {
+	full, delta := h.subscribed(topicConnections), h.subscribed(topicConnectionsDelta)
+	h.deltaMu.Lock()
+	defer h.deltaMu.Unlock()
+	if !delta {
+		h.delta.valid = false // nobody holds the base any more
+	}
+	if !full && !delta {
 		return
 	}
-	h.broadcast(topicConnections, h.connectionsFrame(h.src.Connections()))
+	conns := sortedByID(h.src.Connections())
+	if full {
+		h.broadcast(topicConnections, h.connectionsFrame(conns))
+	}
+	if !delta {
+		return
+	}
+	frame := h.delta.appendDeltaFrame(nil, conns)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if c.topics&topicConnectionsDelta != 0 && c.deltaReady {
+			h.enqueueLocked(c, outgoing{frame: frame})
+		}
+	}
 }
+
+// startDelta queues the full list that a new connectionsDelta subscriber
+// starts from. deltaMu orders it with the pushes: every delta c gets after
+// it comes from a later snapshot.
+func (h *Hub) startDelta(c *client) {
+	h.deltaMu.Lock()
+	defer h.deltaMu.Unlock()
+	conns := sortedByID(h.src.Connections())
+	frame := appendFullDeltaFrame(make([]byte, 0, connsFrameSize(conns)), conns)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.gone || c.topics&topicConnectionsDelta == 0 {
+		return
+	}
+	if !h.delta.valid {
+		h.delta.reset(conns)
+	}
+	c.deltaReady = true
+	h.enqueueLocked(c, outgoing{frame: frame})
+}
+
+// sortedByID sorts conns by id unless they are already, as a Proxy's are.
+func sortedByID(conns []proxywatch.ConnInfo) []proxywatch.ConnInfo {
+	if !slices.IsSortedFunc(conns, cmpID) {
+		slices.SortFunc(conns, cmpID)
+	}
+	return conns
+}
+
+func cmpID(a, b proxywatch.ConnInfo) int { return cmp.Compare(a.ID, b.ID) }
 
 // connectionsFrame encodes a connections message.
 func (h *Hub) connectionsFrame(conns []proxywatch.ConnInfo) []byte {

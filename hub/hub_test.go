@@ -171,7 +171,7 @@ func TestHello(t *testing.T) {
 	want := hub.Hello{
 		Protocol: 1, Server: "proxywatch 0.1.0",
 		Intervals: hub.Intervals{Traffic: 1500, Connections: 3000, Events: 250},
-		Topics:    []string{"traffic", "connections", "logs", "events", "eventBatches"},
+		Topics:    []string{"traffic", "connections", "logs", "events", "eventBatches", "connectionsDelta"},
 		Actions:   []string{"subscribe", "closeAllConnections", "closeConnection", "closeConnections", "getHistory"},
 		LogSeq:    7, LogBacklog: 50, MaxMessageBytes: 4096,
 	}

@@ -29,11 +29,13 @@ const (
 	TypeConnections = "connections"
 	TypeEvent       = "event"
 	TypeEventBatch  = "eventBatch"
-	TypeLog         = "log"
-	TypeLogsDropped = "logsDropped"
-	TypeHistory     = "history"
-	TypeResult      = "result"
-	TypeError       = "error"
+
+	TypeConnectionsDelta = "connectionsDelta"
+	TypeLog              = "log"
+	TypeLogsDropped      = "logsDropped"
+	TypeHistory          = "history"
+	TypeResult           = "result"
+	TypeError            = "error"
 )
 
 // Topics a client can subscribe to.
@@ -49,6 +51,13 @@ const (
 	// connections a second; one frame per event to every dashboard cost more
 	// than the proxying itself.
 	TopicEventBatches = "eventBatches"
+
+	// TopicConnectionsDelta carries the live set as changes: a full list on
+	// subscribe, then every ConnectionsInterval only the connections that
+	// are new, the counters and rates that moved, and the ids that left.
+	// With thousands of mostly idle connections a full list every tick is
+	// megabytes to encode, send and decode for nothing.
+	TopicConnectionsDelta = "connectionsDelta"
 )
 
 // Actions a client can send, the "action" of every client frame.
@@ -71,7 +80,7 @@ const (
 )
 
 var (
-	allTopics  = []string{TopicTraffic, TopicConnections, TopicLogs, TopicEvents, TopicEventBatches}
+	allTopics  = []string{TopicTraffic, TopicConnections, TopicLogs, TopicEvents, TopicEventBatches, TopicConnectionsDelta}
 	allActions = []string{ActionSubscribe, ActionCloseAll, ActionCloseConnection, ActionCloseConnections, ActionGetHistory}
 )
 
@@ -261,6 +270,31 @@ func ConnFromInfo(ci proxywatch.ConnInfo) Conn {
 // from it every push.
 func (c Conn) MarshalJSON() ([]byte, error) {
 	return appendConn(make([]byte, 0, 256), &c), nil
+}
+
+// ConnectionsDelta is the data of a connectionsDelta message. With Full, Conns
+// is the whole live set and replaces what the client had; otherwise Conns are
+// connections the client has not been sent (or whose entry changed beyond
+// its counters), Moved the compact entries of those whose counters, rates or
+// status changed, and Removed the ids that left the live set. The arrays are
+// never null.
+type ConnectionsDelta struct {
+	Full    bool                `json:"full"`
+	Conns   []Conn              `json:"conns"`
+	Moved   []ConnMove          `json:"moved"`
+	Removed []proxywatch.ConnID `json:"removed"`
+}
+
+// ConnMove is the compact entry of a connection that moved: its id and the
+// fields that changed, each absent when it did not. Rates are encoded
+// rounded, as in Conn.
+type ConnMove struct {
+	ID       proxywatch.ConnID `json:"id"`
+	Up       *uint64           `json:"up,omitempty"`
+	Down     *uint64           `json:"down,omitempty"`
+	UpRate   *int64            `json:"upRate,omitempty"`
+	DownRate *int64            `json:"downRate,omitempty"`
+	Status   *int              `json:"status,omitempty"`
 }
 
 // Event is the data of an event message: a connection entered ("opened") or
@@ -454,13 +488,7 @@ func appendTime(b []byte, t time.Time) []byte {
 // appendRate appends r rounded to a whole number of bytes per second; NaN,
 // infinities and negative rates, which no counter produces, become 0.
 func appendRate(b []byte, r float64) []byte {
-	if math.IsNaN(r) || r <= 0 {
-		return append(b, '0')
-	}
-	if r >= 1<<63 {
-		r = 1<<63 - 1024
-	}
-	return strconv.AppendInt(b, int64(math.Round(r)), 10)
+	return strconv.AppendInt(b, wireRate(r), 10)
 }
 
 const hexDigits = "0123456789abcdef"
@@ -488,6 +516,10 @@ func appendString(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
 			default:
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 			}

@@ -36,7 +36,7 @@ type hubWatchers struct {
 }
 
 // watchTopics are the topics the stock dashboard subscribes to.
-const watchTopics = "traffic,connections,logs,eventBatches"
+const watchTopics = "traffic,connectionsDelta,logs,eventBatches"
 
 // reconnectDelay is the stock dashboard's first reconnect delay.
 const reconnectDelay = time.Second

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import type { Conn } from '../src/lib/protocol'
+import type { Conn, ConnMove, ConnectionsDelta } from '../src/lib/protocol'
 import { EVENT_FLUSH_MS, HISTORY_CAP, RECENTLY_CLOSED_MS, useConnectionsStore } from '../src/stores/connections'
 import { FakeWebSocket } from './fake-websocket'
 import { fresh, live } from './helpers'
@@ -74,6 +74,117 @@ describe('snapshots', () => {
     // A shallowRef hands back the very array and objects, not proxies.
     expect(store.live[0]).not.toHaveProperty('__v_raw')
     expect(store.live.length).toBe(1)
+  })
+})
+
+/** delta computes the connectionsDelta message that takes `from` to `to`, as the hub does. */
+function delta(from: Conn[], to: Conn[]): ConnectionsDelta {
+  const before = new Map(from.map((c) => [c.id, c]))
+  const after = new Set(to.map((c) => c.id))
+  const d: ConnectionsDelta = { full: false, conns: [], moved: [], removed: [] }
+  for (const c of to) {
+    const o = before.get(c.id)
+    if (!o || o.url !== c.url || o.method !== c.method || o.host !== c.host) {
+      d.conns.push(c)
+      continue
+    }
+    const m: ConnMove = { id: c.id }
+    let movedAny = false
+    for (const k of ['up', 'down', 'upRate', 'downRate', 'status'] as const) {
+      if (o[k] !== c[k]) {
+        m[k] = c[k]
+        movedAny = true
+      }
+    }
+    if (movedAny) d.moved.push(m)
+  }
+  for (const c of from) if (!after.has(c.id)) d.removed.push(c.id)
+  return d
+}
+
+describe('connection deltas', () => {
+  it('starts from the full list, then adds, moves and removes', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connectionsDelta', data: { full: true, conns: [conn(1), conn(2), conn(3)], moved: [], removed: [] } })
+    expect(store.live.map((c) => c.id)).toEqual([1, 2, 3])
+    ws.push({
+      type: 'connectionsDelta',
+      data: { full: false, conns: [conn(4)], moved: [{ id: 2, down: 9999, downRate: 512 }], removed: [1] },
+    })
+    expect(store.live.map((c) => c.id)).toEqual([2, 3, 4])
+    expect(store.live[0]).toEqual({ ...conn(2), down: 9999, downRate: 512 })
+    expect(store.snapshotAt).toBeGreaterThan(0)
+  })
+
+  it('renders what the full lists of the same moments render', async () => {
+    const lists: Conn[][] = [
+      [conn(1), conn(2), conn(3)],
+      [conn(1, { down: 500, downRate: 250 }), conn(2), conn(3, { status: 200 }), conn(4)],
+      [conn(2, { up: 7 }), conn(3, { status: 200, url: 'http://elsewhere/' }), conn(4), conn(5), conn(6)],
+      [conn(4), conn(6, { downRate: 1 })],
+      [],
+      [conn(7)],
+    ]
+    const a = await setup()
+    const shownFull: Conn[][] = []
+    for (const l of lists) {
+      a.ws.push({ type: 'connections', data: l })
+      shownFull.push([...a.store.live])
+    }
+    fresh()
+    const b = await setup()
+    b.ws.push({ type: 'connectionsDelta', data: { full: true, conns: lists[0], moved: [], removed: [] } })
+    const shownDelta: Conn[][] = [[...b.store.live]]
+    for (let i = 1; i < lists.length; i++) {
+      b.ws.push({ type: 'connectionsDelta', data: delta(lists[i - 1], lists[i]) })
+      shownDelta.push([...b.store.live])
+    }
+    expect(shownDelta).toEqual(shownFull)
+  })
+
+  it('lets a closed event win over a delta that still lists the connection', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connectionsDelta', data: { full: true, conns: [conn(1), conn(2)], moved: [], removed: [] } })
+    ws.push({ type: 'eventBatch', data: [{ event: 'closed', conn: closedConn(1, '2026-11-27T10:00:01Z') }] })
+    ws.push({ type: 'connectionsDelta', data: { full: false, conns: [], moved: [{ id: 1, down: 5 }], removed: [] } })
+    expect(store.live.map((c) => c.id)).toEqual([2])
+    expect(store.closed.map((c) => c.id)).toEqual([1])
+  })
+
+  it('ignores a moved entry for an id it does not have', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connectionsDelta', data: { full: true, conns: [conn(1)], moved: [], removed: [] } })
+    ws.push({ type: 'connectionsDelta', data: { full: false, conns: [], moved: [{ id: 99, down: 5 }], removed: [] } })
+    expect(store.live).toEqual([conn(1)])
+  })
+
+  it('holds deltas while paused and shows the latest list on resume', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connectionsDelta', data: { full: true, conns: [conn(1), conn(2)], moved: [], removed: [] } })
+    store.setPaused(true)
+    ws.push({ type: 'connectionsDelta', data: { full: false, conns: [conn(3)], moved: [], removed: [1] } })
+    ws.push({ type: 'connectionsDelta', data: { full: false, conns: [], moved: [{ id: 3, up: 1 }], removed: [] } })
+    expect(store.live.map((c) => c.id)).toEqual([1, 2])
+    expect(store.pending).toBe(2)
+    store.setPaused(false)
+    expect(store.live.map((c) => c.id)).toEqual([2, 3])
+    expect(store.live[1].up).toBe(1)
+  })
+
+  it('forgets the list of the previous connection on reconnect', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connectionsDelta', data: { full: true, conns: [conn(1), conn(2)], moved: [], removed: [] } })
+    ws.hello()
+    ws.push({ type: 'connectionsDelta', data: { full: false, conns: [conn(3)], moved: [], removed: [] } })
+    expect(store.live.map((c) => c.id)).toEqual([3])
+  })
+
+  it('ignores a null delta and null arrays', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connectionsDelta', data: { full: true, conns: [conn(1)], moved: [], removed: [] } })
+    ws.push({ type: 'connectionsDelta', data: null })
+    ws.push({ type: 'connectionsDelta', data: { full: false, conns: null, moved: null, removed: null } as never })
+    expect(store.live.map((c) => c.id)).toEqual([1])
   })
 })
 

@@ -73,7 +73,7 @@ export class FakeWebSocket {
         protocol: 1,
         server: 'proxywatch test',
         intervals: { traffic: 1000, connections: 2000 },
-        topics: ['traffic', 'connections', 'logs', 'events', 'eventBatches'],
+        topics: ['traffic', 'connections', 'logs', 'events', 'eventBatches', 'connectionsDelta'],
         logSeq: 0,
         logBacklog: 200,
         maxMessageBytes: 65536,

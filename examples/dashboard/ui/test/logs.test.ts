@@ -181,13 +181,13 @@ describe('level filter', () => {
     expect(socket.logLevel).toBe('ERROR')
     expect(ws.last('subscribe')).toEqual({
       action: 'subscribe',
-      topics: ['traffic', 'connections', 'logs', 'eventBatches'],
+      topics: ['traffic', 'connectionsDelta', 'logs', 'eventBatches'],
       logLevel: 'ERROR',
     })
     expect(logs.lines).toEqual([])
     // An INFO record already on its way is not shown; the replayed ERROR is.
     ws.push(rec(3, { level: 'INFO' }))
-    ws.push({ type: 'subscribed', data: { topics: ['traffic', 'connections', 'logs', 'eventBatches'], logLevel: 'ERROR' } })
+    ws.push({ type: 'subscribed', data: { topics: ['traffic', 'connectionsDelta', 'logs', 'eventBatches'], logLevel: 'ERROR' } })
     ws.push(rec(2, { level: 'ERROR' }))
     logs.flush()
     expect(messages(logs.lines)).toEqual(['line 2'])

@@ -30,7 +30,7 @@ describe('connecting', () => {
     const { socket, ws } = live()
     expect(socket.status).toBe('live')
     expect(socket.hello?.server).toBe('proxywatch test')
-    expect(ws.actions).toEqual([{ action: 'subscribe', topics: ['traffic', 'connections', 'logs', 'eventBatches'], logLevel: 'INFO' }])
+    expect(ws.actions).toEqual([{ action: 'subscribe', topics: ['traffic', 'connectionsDelta', 'logs', 'eventBatches'], logLevel: 'INFO' }])
   })
 
   it('does not subscribe before hello', () => {
@@ -39,6 +39,11 @@ describe('connecting', () => {
     const ws = FakeWebSocket.latest().open()
     expect(ws.sent).toEqual([])
     expect(socket.status).toBe('connecting')
+  })
+
+  it('asks a server with batched events but no deltas for each form it has', () => {
+    const { ws } = live('t', { topics: ['traffic', 'connections', 'logs', 'events', 'eventBatches'] })
+    expect(ws.last('subscribe')?.topics).toEqual(['traffic', 'connections', 'logs', 'eventBatches'])
   })
 
   it('asks a server without batched events for single events', () => {
@@ -192,7 +197,7 @@ describe('reconnecting', () => {
     expect(ws2).not.toBe(ws)
     ws2.hello({ logSeq: 20 })
     expect(ws2.actions).toEqual([
-      { action: 'subscribe', topics: ['traffic', 'connections', 'logs', 'eventBatches'], logLevel: 'INFO', since: 9 },
+      { action: 'subscribe', topics: ['traffic', 'connectionsDelta', 'logs', 'eventBatches'], logLevel: 'INFO', since: 9 },
     ])
 
     ws2.push({ type: 'log', data: { level: 'INFO', message: 'three', seq: 12 } })
@@ -380,8 +385,8 @@ describe('log level', () => {
     expect(socket.logLevel).toBe('WARN')
     expect(socket.lastLogSeq).toBe(0)
     expect(ws.actions.slice(before)).toEqual([
-      { action: 'subscribe', topics: ['traffic', 'connections', 'eventBatches'], logLevel: 'WARN' },
-      { action: 'subscribe', topics: ['traffic', 'connections', 'logs', 'eventBatches'], logLevel: 'WARN' },
+      { action: 'subscribe', topics: ['traffic', 'connectionsDelta', 'eventBatches'], logLevel: 'WARN' },
+      { action: 'subscribe', topics: ['traffic', 'connectionsDelta', 'logs', 'eventBatches'], logLevel: 'WARN' },
     ])
     expect(localStorage.getItem('proxywatch.logLevel')).toBe('WARN')
   })

@@ -12,10 +12,14 @@ export type Topic = (typeof TOPICS)[number]
 
 /**
  * PREFERRED_TOPICS maps a seed topic to the cheaper form this UI asks for
- * instead when the server offers it (hello.topics): events batched, one frame
- * per interval instead of one per connection opened or closed.
+ * instead when the server offers it (hello.topics): the live list as changes
+ * (a full list once, then what is new, moved or gone), and events batched,
+ * one frame per interval instead of one per connection opened or closed.
  */
-export const PREFERRED_TOPICS: Partial<Record<Topic, string>> = { events: 'eventBatches' }
+export const PREFERRED_TOPICS: Partial<Record<Topic, string>> = {
+  connections: 'connectionsDelta',
+  events: 'eventBatches',
+}
 
 /** subscriptionTopics lists the topics to ask for of a server offering `offered` (absent: a seed server). */
 export function subscriptionTopics(offered: readonly string[] | undefined): string[] {
@@ -79,6 +83,28 @@ export interface Traffic {
   interval?: number
 }
 
+/** ConnMove is the compact entry of a connection whose counters moved: its id and the fields that changed. */
+export interface ConnMove {
+  id: number
+  up?: number
+  down?: number
+  upRate?: number
+  downRate?: number
+  status?: number
+}
+
+/**
+ * ConnectionsDelta is the live list as changes. With `full`, `conns` is the
+ * whole list; otherwise `conns` are new (or changed) entries, `moved` compact
+ * entries of those whose counters moved and `removed` the ids that left.
+ */
+export interface ConnectionsDelta {
+  full: boolean
+  conns: Conn[]
+  moved: ConnMove[]
+  removed: number[]
+}
+
 export interface ConnEvent {
   event: 'opened' | 'closed'
   conn: Conn
@@ -119,6 +145,7 @@ export type ServerMessage =
   | { type: 'subscribed'; data: Subscribed }
   | { type: 'traffic'; data: Traffic }
   | { type: 'connections'; data: Conn[] | null }
+  | { type: 'connectionsDelta'; data: ConnectionsDelta | null }
   | { type: 'event'; data: ConnEvent }
   | { type: 'eventBatch'; data: ConnEvent[] | null }
   | { type: 'log'; data: LogRecord }

@@ -1,7 +1,7 @@
 import { acceptHMRUpdate, defineStore } from 'pinia'
 import { ref, shallowRef } from 'vue'
 import { parseTime } from '../lib/format'
-import type { Action, Conn, ConnEvent } from '../lib/protocol'
+import type { Action, Conn, ConnEvent, ConnectionsDelta } from '../lib/protocol'
 import { useSocketStore } from './socket'
 
 /** HISTORY_CAP is how many closed connections the UI keeps (the server's getHistory maximum). */
@@ -14,8 +14,9 @@ export const RECENTLY_CLOSED_MS = 10_000
 /**
  * useConnectionsStore keeps the live connections and the recently closed ones.
  *
- * `live` is replaced as a whole by every `connections` snapshot (a shallowRef:
- * no deep reactivity over thousands of per-tick objects). Between snapshots,
+ * `live` is replaced as a whole by every `connections` snapshot, or by the list
+ * a `connectionsDelta` message brings up to date (a shallowRef: no deep
+ * reactivity over thousands of per-tick objects). Between snapshots,
  * events (`eventBatch` messages, or single `event` messages from a server
  * without batches) add opened connections and move closed ones to `closed`,
  * so a connection shorter than one push interval is still seen.
@@ -58,6 +59,36 @@ export const useConnectionsStore = defineStore('connections', () => {
     }
     flush()
     applySnapshot(list)
+  }
+
+  // The server's live list as the connectionsDelta messages built it, by id
+  // (ids only grow, so insertion order is id order, as in a full list).
+  const current = new Map<number, Conn>()
+
+  /**
+   * onDelta applies a connectionsDelta message to the server's list and then
+   * shows that list as a snapshot would be shown: a delta renders exactly
+   * what the full list of the same moment would.
+   */
+  function onDelta(d: ConnectionsDelta | null): void {
+    if (!d || typeof d !== 'object') return
+    if (d.full) current.clear()
+    if (Array.isArray(d.conns)) for (const c of d.conns) if (c && typeof c.id === 'number') current.set(c.id, c)
+    if (Array.isArray(d.moved)) {
+      for (const m of d.moved) {
+        const c = m && current.get(m.id)
+        if (!c) continue
+        const next = { ...c }
+        if (typeof m.up === 'number') next.up = m.up
+        if (typeof m.down === 'number') next.down = m.down
+        if (typeof m.upRate === 'number') next.upRate = m.upRate
+        if (typeof m.downRate === 'number') next.downRate = m.downRate
+        if (typeof m.status === 'number') next.status = m.status
+        current.set(m.id, next)
+      }
+    }
+    if (Array.isArray(d.removed)) for (const id of d.removed) current.delete(id)
+    onSnapshot([...current.values()])
   }
 
   function applySnapshot(list: Conn[]): void {
@@ -173,6 +204,7 @@ export const useConnectionsStore = defineStore('connections', () => {
     heldClosed = []
     heldSnapshot = null
     pending.value = 0
+    current.clear()
     live.value = []
     snapshotAt.value = 0
   }
@@ -242,6 +274,7 @@ export const useConnectionsStore = defineStore('connections', () => {
   }
 
   socket.on('connections', onSnapshot)
+  socket.on('connectionsDelta', onDelta)
   socket.on('event', onEvent)
   socket.on('eventBatch', onEventBatch)
   socket.on('connected', () => {

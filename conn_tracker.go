@@ -117,9 +117,14 @@ func deadlineTime(n int64) time.Time {
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
-	if a := c.ahead.Load(); a != nil && a.pending.Load() {
-		if n, err, ok := c.takeAhead(a, b); ok {
-			return n, err
+	if a := c.ahead.Load(); a != nil {
+		if a.hold.state.Load() != holdNone {
+			c.flushHeld() // the reader may wait for the client, which waits for it
+		}
+		if a.pending.Load() {
+			if n, err, ok := c.takeAhead(a, b); ok {
+				return n, err
+			}
 		}
 	}
 	n, err := c.Conn.Read(b)
@@ -133,6 +138,9 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Write(b []byte) (int, error) {
+	if a := c.ahead.Load(); a != nil && a.hold.state.Load() != holdNone {
+		return c.writeHeld(&a.hold, b)
+	}
 	n, err := c.Conn.Write(b)
 	if n > 0 {
 		c.wire.Add(uint64(n))
@@ -199,9 +207,11 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 // that gave up on a stalled upstream would keep its request, and the upstream
 // connection, until the idle timeout. What is read ahead (a pipelined
 // request, a TLS alert) is handed to the next Read, which first stops the
-// read ahead with a past deadline, as net/http stops its own.
+// read ahead with a past deadline, as net/http stops its own. It also holds
+// the writeHold of the connection's MITM responses.
 type readAhead struct {
 	pending atomic.Bool // a read ahead is due or runs, or left bytes or an error: Read must look
+	hold    writeHold   // the head of a small response waits for its body (mitmwrite.go)
 
 	mu      sync.Mutex
 	due     func()      // set while a read ahead is due: what it calls if the client is gone
@@ -344,6 +354,7 @@ func (c *trackedConn) takeAhead(a *readAhead, b []byte) (n int, err error, ok bo
 func (c *trackedConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.p.tracker.remove(c)
+		c.flushHeld()
 		if err := c.Conn.Close(); err != nil {
 			c.closeErr = &errorBox{err}
 		}

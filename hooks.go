@@ -74,6 +74,9 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 // requestDone ends a request's connection once goproxy is done with it.
 func (p *Proxy) requestDone(e *entry) {
 	e.cancel()
+	if e.readAhead && e.client != nil {
+		e.client.flushHeld() // the response was written: a held head goes now
+	}
 	reason, err := EndCompleted, error(nil)
 	switch {
 	case e.rtPending.Load():
@@ -197,6 +200,11 @@ func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http
 	case resp.Body != nil && resp.Body != http.NoBody:
 		e.hasBody.Store(true)
 		resp.Body = &respBody{ReadCloser: resp.Body, e: e, p: rt.p}
+		if e.readAhead && e.client != nil && req.Method != http.MethodHead &&
+			resp.ContentLength > 0 && resp.ContentLength <= holdMax {
+			// goproxy writes this MITM response next, head then body.
+			e.client.holdNextWrite()
+		}
 	}
 	return resp, nil
 }

@@ -358,3 +358,86 @@ func TestMITMReadAheadBehindSlowUpstream(t *testing.T) {
 		}
 	}
 }
+
+// A small decrypted (MITM) response leaves the proxy in one write, its head
+// with its body; a head whose body comes late, a HEAD response and a larger
+// response still arrive whole.
+func TestMITMResponseWrites(t *testing.T) {
+	body := payload(3000)
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/late": // the head first, the body a while later
+			w.Header().Set("Content-Length", "3000")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		case "/big":
+			w.Write(payload(100_000))
+			return
+		case "/chunked": // no Content-Length
+			w.Write(body)
+			return
+		}
+		w.Header().Set("Content-Length", "3000")
+		w.Write(body)
+	}))
+	defer up.Close()
+	ca, err := proxywatch.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := proxywatch.New(&proxywatch.Options{
+		MITM:           &proxywatch.MITM{CA: ca},
+		UpstreamCAs:    []*x509.Certificate{up.Certificate()},
+		SampleInterval: 50 * time.Millisecond,
+	})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &writeCountListener{Listener: inner}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(l) }()
+	defer func() {
+		p.Close()
+		<-done
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Leaf)
+	c := client(t, &url.URL{Scheme: "http", Host: inner.Addr().String()}, roots)
+	get := func(method, path string, want int) {
+		t.Helper()
+		req, _ := http.NewRequest(method, up.URL+path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || len(got) != want {
+			t.Fatalf("%s %s: %d bytes, %v; want %d", method, path, len(got), err, want)
+		}
+	}
+	get("GET", "/", len(body)) // the CONNECT and the handshake
+
+	before := l.writes.Load()
+	const n = 5
+	for range n {
+		get("GET", "/", len(body))
+	}
+	if got := l.writes.Load() - before; got != n {
+		t.Errorf("%d writes to the client for %d small MITM responses, want %d", got, n, n)
+	}
+	get("GET", "/late", len(body))
+	get("HEAD", "/", 0)
+	get("GET", "/big", 100_000)
+	get("GET", "/chunked", len(body))
+	get("GET", "/", len(body))
+	waitIdle(t, p)
+	checkTotals(t, p)
+	for _, ci := range p.History() {
+		if ci.EndReason != proxywatch.EndCompleted || ci.Status != http.StatusOK {
+			t.Errorf("%s %s ended %q with status %d", ci.Method, ci.URL, ci.EndReason, ci.Status)
+		}
+	}
+}

@@ -367,6 +367,9 @@ func TestHostileSubscribeFlood(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
+		// The dial returns once the handshake is read, which may be before the
+		// hub has registered the socket.
+		waitFor(t, "the hub to serve the flooder", func() bool { return h.Clients() == 2 })
 		zero := uint64(0)
 		req := hub.Request{Action: hub.ActionSubscribe, Topics: []string{"logs"}, LogLevel: "DEBUG", Since: &zero}
 		sent := 0

@@ -44,11 +44,14 @@
 //
 //   - HTTP, HTTPS-MITM, HTTP-MITM: the request body as the upstream read it
 //     (up) and the response body as the client was sent it (down). Headers,
-//     chunk framing and TLS records are not counted. goproxy removes the
-//     client's Accept-Encoding unless KeepAcceptEncoding is set, so the
-//     transport decompresses: down is then the decompressed size, which is
-//     what the client receives. A response that a handler of yours made
-//     without a round trip is not counted.
+//     chunk framing and TLS records are not counted. The default goproxy
+//     passes the client's Accept-Encoding upstream and the response's
+//     encoding back: down is the body as encoded, which is what the client
+//     receives (with a GoProxy of yours, goproxy drops the client's
+//     Accept-Encoding unless KeepAcceptEncoding is set, and a transport that
+//     asks for gzip itself decompresses: down is then the decompressed size).
+//     A response that a handler of yours made without a round trip is not
+//     counted.
 //   - HTTPS-Tunnel: every byte after the proxy's "200 Connection established"
 //     reply, in each direction, measured on the upstream connection (so bytes
 //     the client sent together with its CONNECT are counted too). For a TLS

@@ -2,6 +2,8 @@ package proxywatch_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -438,6 +440,57 @@ func TestMITMResponseWrites(t *testing.T) {
 	for _, ci := range p.History() {
 		if ci.EndReason != proxywatch.EndCompleted || ci.Status != http.StatusOK {
 			t.Errorf("%s %s ended %q with status %d", ci.Method, ci.URL, ci.EndReason, ci.Status)
+		}
+	}
+}
+
+// The default proxy passes content encoding through: a client that asks for
+// gzip gets the upstream's gzip bytes (counted as they are), a client that
+// does not gets the body as is; the proxy never decompresses.
+func TestContentEncodingPassesThrough(t *testing.T) {
+	plain := payload(20_000)
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	zw.Write(plain)
+	zw.Close()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(zipped.Bytes())
+			return
+		}
+		w.Write(plain)
+	}))
+	defer up.Close()
+	p, pu := setup(t, nil)
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	for _, tc := range []struct {
+		acceptEncoding, contentEncoding string
+		want                            []byte
+	}{
+		{"gzip", "gzip", zipped.Bytes()},
+		{"", "", plain},
+	} {
+		req, _ := http.NewRequest("GET", up.URL, nil)
+		if tc.acceptEncoding != "" {
+			req.Header.Set("Accept-Encoding", tc.acceptEncoding)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, tc.want) || resp.Header.Get("Content-Encoding") != tc.contentEncoding {
+			t.Errorf("Accept-Encoding %q: %d bytes with Content-Encoding %q, %v; want the %d bytes with %q",
+				tc.acceptEncoding, len(got), resp.Header.Get("Content-Encoding"), err, len(tc.want), tc.contentEncoding)
+		}
+		waitIdle(t, p)
+		h := p.History()
+		if last := h[len(h)-1]; last.Down != uint64(len(tc.want)) {
+			t.Errorf("Accept-Encoding %q: counted %d bytes down, want %d", tc.acceptEncoding, last.Down, len(tc.want))
 		}
 	}
 }

@@ -22,7 +22,9 @@ import (
 type Options struct {
 	// GoProxy is the goproxy server to observe. Nil means a new one made by
 	// goproxy.NewProxyHttpServer with proxywatch's transport defaults (idle
-	// pool of 256 connections per host, dial and TLS handshake timeouts). When
+	// pool of 256 connections per host, dial and TLS handshake timeouts) and
+	// the client's Accept-Encoding passed upstream (KeepAcceptEncoding), so
+	// that responses reach the client as the upstream encoded them. When
 	// you pass your own, proxywatch replaces its Logger, sets Verbose, and wraps
 	// its ConnectDial hooks; handlers you registered before New run before
 	// proxywatch's own, and a request answered by one of them is not counted.
@@ -150,6 +152,12 @@ func New(opts *Options) *Proxy {
 	if p.gp == nil {
 		p.gp = goproxy.NewProxyHttpServer()
 		p.gp.Tr = defaultTransport(o.UpstreamCAs)
+		// goproxy drops the client's Accept-Encoding, and Go's transport
+		// then asks for gzip itself and decompresses every compressed
+		// response: CPU spent to send the client more bytes than the
+		// upstream sent. A proxy passes the encoding through, as
+		// DisableCompression in defaultTransport does on the way back.
+		p.gp.KeepAcceptEncoding = true
 	} else if len(o.UpstreamCAs) > 0 && p.gp.Tr != nil {
 		cfg := &tls.Config{}
 		if p.gp.Tr.TLSClientConfig != nil {
@@ -183,7 +191,8 @@ func New(opts *Options) *Proxy {
 // defaultTransport is goproxy's transport with the limits it lacks: dial and
 // handshake timeouts, and an idle pool large enough for a busy proxy (Go's
 // default keeps two idle connections per host, which caps a proxy's
-// throughput to one busy host).
+// throughput to one busy host), and without the transparent gzip that suits a
+// client but not a proxy.
 func defaultTransport(extraCAs []*x509.Certificate) *http.Transport {
 	d := &net.Dialer{Timeout: defaultDialTimeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
@@ -195,6 +204,9 @@ func defaultTransport(extraCAs []*x509.Certificate) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// A response goes to the client as the upstream encoded it: the
+		// transport neither asks for gzip nor decompresses.
+		DisableCompression: true,
 	}
 }
 

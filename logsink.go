@@ -638,14 +638,15 @@ func appendArgAttrs(dst []slog.Attr, roles []string, args []any) (attrs []slog.A
 }
 
 // oneAllocation makes r's message and attrs from a line of a known template
-// in one allocation, and reports whether it could: the line has one to four
-// arguments other than nil, sprintf formats them itself, and the message is
-// short. A record is made for an observer that keeps it, so nothing of it
-// is ever reused: the message's bytes are written once, before they become
-// a string.
+// in one allocation, and reports whether it could: the line has three or four
+// arguments other than nil (with fewer, two allocations take fewer bytes
+// than one sized for four attrs), sprintf formats them itself, and the
+// message is short. A record is made for an observer that keeps it, so
+// nothing of it is ever reused: the message's bytes are written once, before
+// they become a string.
 func oneAllocation(r *LogRecord, p parsedLine) bool {
 	n := nonNil(p.args)
-	if n == 0 || n > 4 {
+	if n < 3 || n > 4 {
 		return false
 	}
 	var buf [256]byte

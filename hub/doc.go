@@ -2,9 +2,10 @@
 // over one WebSocket each, and lets them close connections. The wire protocol
 // is documented in PROTOCOL.md next to this file. It is the seed protocol
 // (subscribe, closeAllConnections; traffic, connections and log messages)
-// plus additive extensions: a hello message, connection events, a log
-// backlog with sequence numbers for gap-free resume, close by id or filter,
-// and the closed-connection history.
+// plus additive extensions: a hello message, connection events (one by one,
+// or batched per interval), the live list as deltas, a log backlog with
+// sequence numbers for gap-free resume, close by id or filter, and the
+// closed-connection history.
 //
 // Mount a Hub like any handler:
 //
@@ -25,9 +26,12 @@
 // # Delivery
 //
 // The Hub observes its Proxy (Proxy.Observe) for log records and connection
-// events, and runs one ticker goroutine for the periodic traffic and
-// connections messages. Each message is encoded once and the same bytes are
-// queued for every client that subscribed to it. Each client has a bounded
+// events, and runs one ticker goroutine for the periodic traffic,
+// connections, connectionsDelta and eventBatch messages. Each message is
+// encoded once and the same bytes are queued for every client that
+// subscribed to it (a delta is computed once, against the list all its
+// subscribers were last sent). The Hub tells the Proxy the lowest log level
+// its clients want (Level), so that records nobody wants are never made. Each client has a bounded
 // queue, one writer goroutine and one reader goroutine. Queueing never
 // blocks: a client whose queue is full is closed with 1008 (policy
 // violation), and neither the other clients nor the Proxy wait for it. A

@@ -44,7 +44,9 @@ import (
 // past CA's expiry, and within the 398 days browsers accept), and are kept in
 // a bounded LRU cache: a host costs one key generation and one signature per
 // year, however many clients connect to it at once. A leaf within a day of
-// expiry is replaced.
+// expiry is replaced. A client that connects again resumes its TLS session
+// (session tickets sealed with keys the proxy makes at random and rotates
+// daily), an abbreviated handshake.
 //
 // The proxy reads a MITM once, in New; changing it afterwards has no effect.
 type MITM struct {
@@ -358,7 +360,15 @@ type leafSigner struct {
 	lru      *list.List               // of *leafEntry, most recently used first
 	byName   map[string]*list.Element // name -> element of lru
 	inflight map[string]*leafCall     // name -> generation in progress
+
+	ticketMu   sync.Mutex
+	ticketKeys [][32]byte // session ticket keys, the current one first
+	ticketAt   time.Time  // when ticketKeys[0] was made
 }
+
+// ticketKeyLife is how long a session ticket key seals new tickets; tickets
+// it sealed are accepted for one life more.
+const ticketKeyLife = 24 * time.Hour
 
 type leafEntry struct {
 	name string
@@ -418,7 +428,7 @@ func (s *leafSigner) tlsConfig(host string) *tls.Config {
 		fallback = h
 	}
 	fallback = strings.Trim(fallback, "[]")
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"http/1.1"},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -433,6 +443,31 @@ func (s *leafSigner) tlsConfig(host string) *tls.Config {
 			return s.leaf(cancel, name)
 		},
 	}
+	cfg.SetSessionTicketKeys(s.sessionTicketKeys())
+	return cfg
+}
+
+// sessionTicketKeys returns the keys every MITM connection's session tickets
+// are sealed and opened with, so that a client resumes its TLS session on
+// its next connection (an abbreviated handshake, without the signature of a
+// full one). Left to itself, each tls.Config (one per CONNECT) would make
+// keys of its own, and no ticket would be good on another connection. A key
+// seals tickets for ticketKeyLife and opens them for as long again, as Go's
+// own keys rotate.
+func (s *leafSigner) sessionTicketKeys() [][32]byte {
+	s.ticketMu.Lock()
+	defer s.ticketMu.Unlock()
+	now := s.now()
+	if len(s.ticketKeys) == 0 || now.Sub(s.ticketAt) >= ticketKeyLife {
+		var k [32]byte
+		_, _ = rand.Read(k[:]) // crypto/rand never fails
+		keys := [][32]byte{k}
+		if len(s.ticketKeys) > 0 {
+			keys = append(keys, s.ticketKeys[0])
+		}
+		s.ticketKeys, s.ticketAt = keys, now
+	}
+	return s.ticketKeys
 }
 
 // leaf returns a leaf certificate for name, from the cache when it holds one

@@ -872,3 +872,32 @@ func BenchmarkLeafGenerate(b *testing.B) {
 		}
 	}
 }
+
+// Session ticket keys are shared by every CONNECT's configuration, seal new
+// tickets for a day and open them for a day more.
+func TestSessionTicketKeysRotate(t *testing.T) {
+	s, err := newLeafSigner(newTestCA(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	first := s.sessionTicketKeys()
+	if len(first) != 1 || first[0] == ([32]byte{}) {
+		t.Fatalf("first keys %v, want one random key", first)
+	}
+	now = now.Add(ticketKeyLife - time.Minute)
+	if again := s.sessionTicketKeys(); len(again) != 1 || again[0] != first[0] {
+		t.Fatalf("keys changed within a key's life")
+	}
+	now = now.Add(2 * time.Minute)
+	second := s.sessionTicketKeys()
+	if len(second) != 2 || second[1] != first[0] || second[0] == first[0] {
+		t.Fatalf("after a key's life: want a new key first and the old one second")
+	}
+	now = now.Add(ticketKeyLife)
+	third := s.sessionTicketKeys()
+	if len(third) != 2 || third[1] != second[0] || third[0] == second[0] || third[0] == first[0] {
+		t.Fatalf("after two lives: want a new key and the previous one only")
+	}
+}

@@ -360,7 +360,7 @@ func TestHostileSubscribeFlood(t *testing.T) {
 		}
 		good := bystander(t, srv)
 		// The attacker's socket has a small receive buffer, so that its
-		// queue fills soon rather than after megabytes of kernel buffers.
+		// queue fills soon rather than after the kernel's autotuned buffers.
 		d := websocket.Dialer{NetDialContext: smallRecvBuf}
 		conn, _, err := d.Dial(wsURL(srv, "?token=s3cret"), nil)
 		if err != nil {
@@ -402,14 +402,19 @@ func TestHostileSubscribeFlood(t *testing.T) {
 	})
 }
 
-// smallRecvBuf dials with a 4 KiB receive buffer.
+// smallRecvBuf dials with a fixed receive buffer of 256 KiB: small next to
+// what the kernel would autotune, yet larger than two loopback segments
+// (64 KiB each). A buffer smaller than one segment (4 KiB, as this test had)
+// never lets the receiver advertise a window the sender will use, so once the
+// flooder reads again the hub's socket waits for zero-window probes whose
+// back-off grows to seconds, and the close frame may not arrive in time.
 func smallRecvBuf(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetReadBuffer(4096)
+		tc.SetReadBuffer(256 << 10)
 	}
 	return c, nil
 }

@@ -193,10 +193,20 @@ func (c *trackedConn) SetReadDeadline(t time.Time) error {
 }
 
 // SetDeadline sets both deadlines, and remembers the read one for when a
-// read ahead is stopped.
+// read ahead is stopped. Held writes go first (SetWriteDeadline).
 func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.flushHeld()
 	c.deadline.Store(deadlineNanos(t))
 	return c.Conn.SetDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline once held writes (writeHold) went
+// under the one before: for the writer they were written already. (tls.Conn
+// sets a deadline in the past after its close_notify alert, which would
+// otherwise fail the held end of a response.)
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	c.flushHeld()
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // readAhead reads a MITM client connection while nobody else does, so that

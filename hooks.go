@@ -55,6 +55,9 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 		e.client = p.tracker.lookup(req.RemoteAddr)
 		if e.client != nil {
 			e.info.Parent, _, _ = e.client.connectNote()
+			// The end of the previous response may still be held
+			// (streamBody) when this request was read with it.
+			e.client.flushHeld()
 		}
 	}
 
@@ -199,11 +202,16 @@ func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http
 		}
 	case resp.Body != nil && resp.Body != http.NoBody:
 		e.hasBody.Store(true)
-		resp.Body = &respBody{ReadCloser: resp.Body, e: e, p: rt.p}
-		if e.readAhead && e.client != nil && req.Method != http.MethodHead &&
-			resp.ContentLength > 0 && resp.ContentLength <= holdMax {
+		rb := &respBody{ReadCloser: resp.Body, e: e, p: rt.p}
+		resp.Body = rb
+		switch {
+		case !e.readAhead || e.client == nil || req.Method == http.MethodHead:
+		case resp.ContentLength > 0 && resp.ContentLength <= holdMax:
 			// goproxy writes this MITM response next, head then body.
 			e.client.holdNextWrite()
+		case resp.ContentLength < 0 && len(resp.TransferEncoding) > 0:
+			// goproxy writes a chunked body chunk by chunk.
+			resp.Body = streamBody{rb}
 		}
 	}
 	return resp, nil

@@ -18,11 +18,20 @@ import (
 // (goproxy wants the next request), the end of the request (requestDone) or
 // a close. A response handler that replaced the body with a slow one delays
 // the head until that body's first bytes.
+//
+// A chunked response is worse: goproxy writes each chunk's size line, data
+// and end as three TLS records, and the last chunk as two more, each a write
+// to the client. While goproxy copies such a body (streamBody), what it
+// writes waits for its next read of the upstream body, or the end of the
+// response: one write per chunk read, and a small response in two (the head,
+// then the rest). Nothing waits for the upstream: the held bytes go before
+// each read, which may wait.
 type writeHold struct {
-	state atomic.Int32 // holdNone, holdArmed or holdHeld
+	state atomic.Int32 // holdNone, holdArmed, holdHeld or holdStream
 
-	mu  sync.Mutex // guards buf, and orders the writes of a held head
-	buf *[]byte    // the held write, in a buffer of holdBufs while held
+	mu  sync.Mutex // guards buf and err, and orders the writes of held bytes
+	buf *[]byte    // the held writes, in a buffer of holdBufs while held
+	err error      // a write of held bytes failed (holdStream): later writes fail
 }
 
 // holdBufs keeps the buffers of held writes between responses, so that an
@@ -31,9 +40,10 @@ var holdBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // The states of a writeHold.
 const (
-	holdNone  = iota
-	holdArmed // the next write is held
-	holdHeld  // buf holds a write, sent with the next one
+	holdNone   = iota
+	holdArmed  // the next write is held
+	holdHeld   // buf holds a write, sent with the next one
+	holdStream // writes are held until the next read of the upstream body
 )
 
 // holdMax is the largest response body whose head waits for it.
@@ -69,9 +79,66 @@ func (c *trackedConn) writeHeld(h *writeHold, b []byte) (int, error) {
 		n, err := c.writeWire(*h.buf)
 		h.release()
 		return min(max(n-held, 0), len(b)), err
+	case holdStream:
+		if h.err != nil {
+			return 0, h.err
+		}
+		if h.buf == nil {
+			h.buf = holdBufs.Get().(*[]byte)
+			*h.buf = (*h.buf)[:0]
+		}
+		*h.buf = append(*h.buf, b...)
+		if len(*h.buf) >= holdMax {
+			_, err := c.writeWire(*h.buf)
+			h.release()
+			if err != nil {
+				h.err = err
+				return 0, err
+			}
+		}
+		return len(b), nil
 	}
 	return c.writeWire(b)
 }
+
+// holdStream sends what is held and holds the writes that follow until the
+// next call, or until the hold ends (flushHeld). streamBody calls it before
+// each read of the upstream body.
+func (c *trackedConn) holdStream() {
+	a := c.ahead.Load()
+	if a == nil {
+		c.ahead.CompareAndSwap(nil, new(readAhead))
+		a = c.ahead.Load()
+	}
+	h := &a.hold
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.buf != nil && h.err == nil {
+		if _, err := c.writeWire(*h.buf); err != nil {
+			h.err = err // the next write says so
+		}
+	}
+	if h.buf != nil {
+		h.release()
+	}
+	h.state.Store(holdStream)
+}
+
+// streamBody is the upstream body of a chunked MITM response: its reads
+// send what goproxy wrote of the bytes read before (holdStream).
+type streamBody struct {
+	*respBody
+}
+
+func (b streamBody) Read(p []byte) (int, error) {
+	b.e.client.holdStream()
+	return b.respBody.Read(p)
+}
+
+// The end of the body (the last chunk, then trailers) is written after
+// goproxy closes it, and goes with the first of what follows: goproxy reading
+// the connection for the next request, the next request's onRequest (when it
+// was already read), requestDone or a close.
 
 // release returns the buffer of a held write to the pool. h.mu must be held.
 func (h *writeHold) release() {
@@ -90,10 +157,14 @@ func (c *trackedConn) flushHeld() {
 	h := &a.hold
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.state.Swap(holdNone) == holdHeld {
-		_, _ = c.writeWire(*h.buf)
+	h.state.Store(holdNone)
+	if h.buf != nil {
+		if h.err == nil {
+			_, _ = c.writeWire(*h.buf)
+		}
 		h.release()
 	}
+	h.err = nil
 }
 
 // writeWire writes b to the connection and accounts for it as Write does.

@@ -362,10 +362,12 @@ func TestMITMReadAheadBehindSlowUpstream(t *testing.T) {
 }
 
 // A small decrypted (MITM) response leaves the proxy in one write, its head
-// with its body; a head whose body comes late, a HEAD response and a larger
-// response still arrive whole.
+// with its body, and a small chunked one in two; a head whose body comes
+// late, a HEAD response and a larger response still arrive whole, and a
+// chunked response that goes on reaches the client as it comes.
 func TestMITMResponseWrites(t *testing.T) {
 	body := payload(3000)
+	release := make(chan struct{})
 	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/late": // the head first, the body a while later
@@ -378,6 +380,12 @@ func TestMITMResponseWrites(t *testing.T) {
 			return
 		case "/chunked": // no Content-Length
 			w.Write(body)
+			return
+		case "/stream": // chunked, a first chunk, then the rest when released
+			w.Write(body[:100])
+			w.(http.Flusher).Flush()
+			<-release
+			w.Write(body[100:])
 			return
 		}
 		w.Header().Set("Content-Length", "3000")
@@ -433,8 +441,52 @@ func TestMITMResponseWrites(t *testing.T) {
 	get("GET", "/late", len(body))
 	get("HEAD", "/", 0)
 	get("GET", "/big", 100_000)
+	before = l.writes.Load()
 	get("GET", "/chunked", len(body))
+	// The head, then the one chunk with the end of the body, or the end
+	// apart when the upstream's came after the chunk (goproxy writes six
+	// TLS records).
+	if got := l.writes.Load() - before; got > 3 {
+		t.Errorf("%d writes to the client for a chunked MITM response of one chunk, want 2 or 3", got)
+	}
 	get("GET", "/", len(body))
+
+	// A chunked response that goes on: its first chunk reaches the client
+	// while the upstream waits.
+	read := make(chan error, 1)
+	go func() {
+		resp, err := c.Get(up.URL + "/stream")
+		if err == nil {
+			first := make([]byte, 100)
+			if _, err = io.ReadFull(resp.Body, first); err == nil && string(first) != string(body[:100]) {
+				err = fmt.Errorf("first bytes %q", first)
+			}
+			read <- err
+			if err == nil {
+				var rest []byte
+				rest, err = io.ReadAll(resp.Body)
+				if err == nil && string(rest) != string(body[100:]) {
+					err = fmt.Errorf("%d more bytes, want %d", len(rest), len(body)-100)
+				}
+			}
+			resp.Body.Close()
+		}
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		close(release)
+		if err != nil {
+			t.Fatalf("first chunk of a streamed response: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		<-read
+		t.Fatal("the first chunk of a streamed MITM response was held back by the proxy")
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("rest of a streamed response: %v", err)
+	}
 	waitIdle(t, p)
 	checkTotals(t, p)
 	for _, ci := range p.History() {

@@ -62,12 +62,19 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 	}
 
 	// The request's own context ends when goproxy finished with it (plain:
-	// ServeHTTP returned; MITM: the response was written). A derived context
-	// lets CloseConnection cancel the upstream round trip.
+	// ServeHTTP returned; MITM: the response was written). For a MITM
+	// request, a derived context lets CloseConnection cancel the upstream
+	// round trip. A plain request needs none: closing its client connection
+	// (entry.kill) fails net/http's background read, which cancels the
+	// request's own context, or the client body the round trip sends, and
+	// a derived context with a copy of the request would cost every plain
+	// request for nothing.
 	done := req.Context()
-	rctx, cancel := context.WithCancel(done)
-	e.cancel = cancel
-	req = req.WithContext(rctx)
+	if tc == nil {
+		rctx, cancel := context.WithCancel(done)
+		e.cancel = cancel
+		req = req.WithContext(rctx)
+	}
 	ctx.RoundTripper = &countingRT{p: p, e: e, next: ctx.RoundTripper}
 	p.open(e)
 	context.AfterFunc(done, func() { p.requestDone(e) })
@@ -76,7 +83,9 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 
 // requestDone ends a request's connection once goproxy is done with it.
 func (p *Proxy) requestDone(e *entry) {
-	e.cancel()
+	if e.cancel != nil {
+		e.cancel()
+	}
 	if e.readAhead && e.client != nil {
 		e.client.flushHeld() // the response was written: a held head goes now
 	}

@@ -575,3 +575,45 @@ func TestMITMSessionResumes(t *testing.T) {
 		}
 	}
 }
+
+// CloseConnection of a plain request that still waits for the upstream's
+// headers cancels the upstream request: proxywatch derives no context for
+// plain requests, closing the client connection cancels net/http's own.
+func TestCloseConnectionCancelsPendingPlainRequest(t *testing.T) {
+	cancelled := make(chan struct{}, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		cancelled <- struct{}{}
+	}))
+	defer up.Close()
+	p, pu := setup(t, nil)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := client(t, pu, nil).Get(up.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	var id proxywatch.ConnID
+	waitFor(t, "the pending request", func() bool {
+		c := p.Connections()
+		if len(c) == 1 {
+			id = c[0].ID
+		}
+		return len(c) == 1
+	})
+	if info, ok := p.CloseConnection(id); !ok || info.EndReason != proxywatch.EndClosedByAPI {
+		t.Fatalf("CloseConnection = %+v, %v", info, ok)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not cancelled")
+	}
+	if err := <-errc; err == nil {
+		t.Error("the client got a response from a closed connection")
+	}
+	waitIdle(t, p)
+	checkTotals(t, p)
+}

@@ -1,6 +1,7 @@
 package proxywatch
 
 import (
+	"net"
 	"sync"
 	"sync/atomic"
 )
@@ -83,6 +84,11 @@ func (c *trackedConn) writeHeld(h *writeHold, b []byte) (int, error) {
 		if h.err != nil {
 			return 0, h.err
 		}
+		if len(b) >= streamDirect {
+			// A large record (bulk data) is not copied: what is held goes
+			// with it in one writev.
+			return c.writeWithHeld(h, b)
+		}
 		if h.buf == nil {
 			h.buf = holdBufs.Get().(*[]byte)
 			*h.buf = (*h.buf)[:0]
@@ -99,6 +105,31 @@ func (c *trackedConn) writeHeld(h *writeHold, b []byte) (int, error) {
 		return len(b), nil
 	}
 	return c.writeWire(b)
+}
+
+// streamDirect is the size from which a write in holdStream is not copied
+// into the hold's buffer.
+const streamDirect = 4 << 10
+
+// writeWithHeld writes what h holds and b with one writev (on a TCP
+// connection), returning what of b was written. h.mu must be held.
+func (c *trackedConn) writeWithHeld(h *writeHold, b []byte) (int, error) {
+	if h.buf == nil {
+		return c.writeWire(b)
+	}
+	held := len(*h.buf)
+	bufs := net.Buffers{*h.buf, b}
+	n64, err := bufs.WriteTo(c.Conn)
+	n := int(n64)
+	if n > 0 {
+		c.wire.Add(uint64(n))
+	}
+	if err != nil {
+		c.noteErr(err)
+		h.err = err
+	}
+	h.release()
+	return min(max(n-held, 0), len(b)), err
 }
 
 // holdStream sends what is held and holds the writes that follow until the

@@ -381,6 +381,12 @@ func TestMITMResponseWrites(t *testing.T) {
 		case "/chunked": // no Content-Length
 			w.Write(body)
 			return
+		case "/bigchunked": // chunks of 10 kB, flushed apart
+			for i := range 10 {
+				w.Write(payload(100_000)[i*10_000 : (i+1)*10_000])
+				w.(http.Flusher).Flush()
+			}
+			return
 		case "/stream": // chunked, a first chunk, then the rest when released
 			w.Write(body[:100])
 			w.(http.Flusher).Flush()
@@ -450,6 +456,15 @@ func TestMITMResponseWrites(t *testing.T) {
 		t.Errorf("%d writes to the client for a chunked MITM response of one chunk, want 2 or 3", got)
 	}
 	get("GET", "/", len(body))
+	resp, err := c.Get(up.URL + "/bigchunked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, payload(100_000)) {
+		t.Fatalf("chunked response of 10 kB chunks: %d bytes, %v; want the 100000 sent", len(got), err)
+	}
 
 	// A chunked response that goes on: its first chunk reaches the client
 	// while the upstream waits.

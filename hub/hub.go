@@ -41,7 +41,9 @@ type Options struct {
 
 	// EventInterval is the period of eventBatch messages (topic
 	// eventBatches): each carries the events since the previous one, and
-	// none is sent when there were none. Zero means 100 ms.
+	// none is sent when there were none. A connection that opens and closes
+	// within one interval is sent once, as its closed event, which carries
+	// everything its opened event did. Zero means 100 ms.
 	EventInterval time.Duration
 
 	// LogBacklog is how many of the latest log records are kept for replay
@@ -141,6 +143,9 @@ type Hub struct {
 	lastSeq uint64  // seq of the newest log record seen; 0 before the first
 	lost    uint64  // records never seen since the newest kept one (or the start)
 	events  []Event // for the eventBatches topic, since the last batch
+	// opened indexes the opened events in events, so that a closed event
+	// can take its place; a superseded opened event has Event "".
+	opened map[proxywatch.ConnID]int
 
 	// keep is the lowest level kept and wanted: the lowest level of any log
 	// subscriber, never above INFO. Written under mu, read by Level without it.
@@ -377,6 +382,7 @@ func (h *Hub) flushEventsLocked() {
 	frame := appendEventBatchFrame(make([]byte, 0, eventBatchSize(h.events)), h.events)
 	clear(h.events) // let the strings go
 	h.events = h.events[:0]
+	clear(h.opened)
 	for c := range h.clients {
 		if c.topics&topicEventBatches != 0 {
 			h.enqueueLocked(c, outgoing{frame: frame})
@@ -554,11 +560,32 @@ func (h *Hub) ObserveConn(e proxywatch.ConnEvent) {
 		h.enqueueLocked(c, outgoing{frame: frame})
 	}
 	if batched {
-		h.events = append(h.events, ev)
+		h.batchLocked(ev)
 		if len(h.events) >= maxBatchEvents {
 			h.flushEventsLocked()
 		}
 	}
+}
+
+// batchLocked adds ev to the pending event batch. A closed event whose
+// connection's opened event is still pending supersedes it: at thousands of
+// short requests a second, most connections open and close within one
+// interval, and sending each once halves what every dashboard has to read,
+// while no dashboard could have shown it live for longer than the interval.
+func (h *Hub) batchLocked(ev Event) {
+	switch ev.Event {
+	case "opened":
+		if h.opened == nil {
+			h.opened = make(map[proxywatch.ConnID]int)
+		}
+		h.opened[ev.Conn.ID] = len(h.events)
+	case "closed":
+		if i, ok := h.opened[ev.Conn.ID]; ok {
+			delete(h.opened, ev.Conn.ID)
+			h.events[i] = Event{} // superseded: left out of the frame
+		}
+	}
+	h.events = append(h.events, ev)
 }
 
 // Level returns the lowest log level the Hub wants now: the lowest level of

@@ -759,9 +759,10 @@ func connEvent(id int, state proxywatch.ConnState) proxywatch.ConnEvent {
 
 // TestEventBatches checks the batched form of events: one eventBatch per
 // interval with every event since the previous one, in order, encoded as
-// encoding/json encodes []Event; a client of the per-event topic gets the
-// same events one frame each; a client that subscribes gets no event from
-// before its subscribe.
+// encoding/json encodes []Event, except that a connection opened and closed
+// within the interval is sent once, as its closed event; a client of the
+// per-event topic gets every event, one frame each; a client that subscribes
+// gets no event from before its subscribe.
 func TestEventBatches(t *testing.T) {
 	h, srv := setup(t, &memSource{}, &hub.Options{EventInterval: time.Hour})
 	batched, _ := dial(t, srv)
@@ -769,18 +770,29 @@ func TestEventBatches(t *testing.T) {
 	single, _ := dial(t, srv)
 	single.subscribe(hub.Request{Topics: []string{"events"}})
 
-	var want []hub.Event
-	for id := 1; id <= 50; id++ {
-		for _, st := range []proxywatch.ConnState{proxywatch.ConnOpened, proxywatch.ConnClosed} {
-			e := connEvent(id, st)
-			h.ObserveConn(e)
-			ev, _ := hub.EventFromConn(e)
-			want = append(want, ev)
-		}
+	wireEvent := func(id int, st proxywatch.ConnState) hub.Event {
+		ev, _ := hub.EventFromConn(connEvent(id, st))
+		return ev
 	}
+	observe := func(id int, st proxywatch.ConnState) hub.Event {
+		h.ObserveConn(connEvent(id, st))
+		return wireEvent(id, st)
+	}
+	// All, in order: what the per-event client gets.
+	all := []hub.Event{observe(100, proxywatch.ConnOpened)} // closes in the next interval
+	want := []hub.Event{all[0]}
+	for id := 1; id <= 50; id += 2 {
+		// Two open, then both close: each is sent once, as closed, where it closed.
+		all = append(all, observe(id, proxywatch.ConnOpened), observe(id+1, proxywatch.ConnOpened),
+			observe(id, proxywatch.ConnClosed), observe(id+1, proxywatch.ConnClosed))
+		want = append(want, wireEvent(id, proxywatch.ConnClosed), wireEvent(id+1, proxywatch.ConnClosed))
+	}
+	all = append(all, observe(60, proxywatch.ConnOpened)) // still open at the end of the interval
+	want = append(want, all[len(all)-1])
 	late, _ := dial(t, srv)
 	late.subscribe(hub.Request{Topics: []string{"eventBatches"}}) // flushes the batch to the earlier subscriber
-	h.ObserveConn(connEvent(51, proxywatch.ConnOpened))
+	second := []hub.Event{observe(100, proxywatch.ConnClosed), observe(51, proxywatch.ConnOpened)}
+	all = append(all, second...)
 	h.FlushEventsNow()
 	h.FlushEventsNow() // nothing pending: no frame
 
@@ -796,17 +808,16 @@ func TestEventBatches(t *testing.T) {
 		json.Unmarshal([]byte(buf.String()), &m)
 		return `{"type":"eventBatch","data":` + string(m.Data) + `}`
 	}
-	ev51, _ := hub.EventFromConn(connEvent(51, proxywatch.ConnOpened))
 	if _, raw := batched.next(); string(raw) != encode(want) {
 		t.Fatalf("first batch\n%s\nwant\n%s", raw, encode(want))
 	}
-	if _, raw := batched.next(); string(raw) != encode([]hub.Event{ev51}) {
-		t.Fatalf("second batch %s", raw)
+	if _, raw := batched.next(); string(raw) != encode(second) {
+		t.Fatalf("second batch %s\nwant %s", raw, encode(second))
 	}
-	if _, raw := late.next(); string(raw) != encode([]hub.Event{ev51}) {
-		t.Fatalf("late subscriber's first batch %s, want only the event after its subscribe", raw)
+	if _, raw := late.next(); string(raw) != encode(second) {
+		t.Fatalf("late subscriber's first batch %s, want only the events after its subscribe", raw)
 	}
-	for i, w := range append(want, ev51) {
+	for i, w := range all {
 		var got hub.Event
 		single.nextData(hub.TypeEvent, &got)
 		if fmt.Sprint(got) != fmt.Sprint(w) {

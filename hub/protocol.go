@@ -414,13 +414,19 @@ func appendConnsFrame(b []byte, typ string, conns []proxywatch.ConnInfo, ref jso
 }
 
 // appendEventBatchFrame appends {"type":"eventBatch","data":[...]} with one
-// event object per entry, as encoding/json encodes []Event.
+// event object per entry, as encoding/json encodes []Event, leaving out the
+// entries whose Event is "" (opened events superseded by their closed ones).
 func appendEventBatchFrame(b []byte, events []Event) []byte {
 	b = append(b, `{"type":"eventBatch","data":[`...)
+	first := true
 	for i := range events {
-		if i > 0 {
+		if events[i].Event == "" {
+			continue // an opened event superseded by its closed one
+		}
+		if !first {
 			b = append(b, ',')
 		}
+		first = false
 		b = append(b, `{"event":`...)
 		b = appendString(b, events[i].Event)
 		b = append(b, `,"conn":`...)

@@ -206,6 +206,18 @@ describe('event batches', () => {
     expect(store.closed[1].down).toBe(77)
   })
 
+  it('puts a connection sent only as closed (opened and closed within one batch) in history, never live', async () => {
+    const { store, ws } = await setup()
+    ws.push({ type: 'connections', data: [conn(1)] })
+    ws.push({ type: 'eventBatch', data: [{ event: 'closed', conn: closedConn(9, '2026-11-27T10:00:09Z', { down: 9 }) }] })
+    expect(store.live.map((c) => c.id)).toEqual([1])
+    expect(store.closed.map((c) => c.id)).toEqual([9])
+    expect(store.closed[0].down).toBe(9)
+    // A list made before the close still names it: it stays closed.
+    ws.push({ type: 'connections', data: [conn(1), conn(9)] })
+    expect(store.live.map((c) => c.id)).toEqual([1])
+  })
+
   it('renders the same as the same events sent one by one', async () => {
     const events = [
       { event: 'opened' as const, conn: conn(5) },

@@ -231,8 +231,9 @@ func readerChild(url, topic string, n int) int {
 // opened and closed) pushed to 20 clients, one frame per event (topic
 // events) against one frame per interval (topic eventBatches, flushed once
 // per 1,000 events here, as at 10,000 events a second with the default
-// 100 ms). The CPU is the whole process's: the hub and the 20 clients
-// reading on loopback.
+// 100 ms; a batch carries each of these connections once, as closed). The
+// CPU is the whole process's, per event the hub observed: the hub and the 20
+// clients reading on loopback.
 func BenchmarkEventsFanout(b *testing.B) {
 	const nClients, nEvents = 20, 1000
 	marker := []byte(`{"event":`)
@@ -240,8 +241,14 @@ func BenchmarkEventsFanout(b *testing.B) {
 		b.Run(topic, func(b *testing.B) {
 			h := hub.NewWithSource(&memSource{}, &hub.Options{Token: "s3cret", EventInterval: time.Hour, SendQueue: 4096})
 			srv := serve(b, h)
+			// What each client must read per round: every event, or in a
+			// batch every connection once.
+			perRound := nEvents
+			if topic == hub.TopicEventBatches {
+				perRound = nEvents / 2
+			}
 			got := make(chan struct{}, nClients)
-			var frames atomic.Int64
+			var frames, read atomic.Int64
 			for range nClients {
 				c := dialTopics(b, srv, topic)
 				go func() {
@@ -252,9 +259,11 @@ func BenchmarkEventsFanout(b *testing.B) {
 							return
 						}
 						frames.Add(1)
-						n += bytes.Count(data, marker)
-						for n >= nEvents {
-							n -= nEvents
+						k := bytes.Count(data, marker)
+						read.Add(int64(k))
+						n += k
+						for n >= perRound {
+							n -= perRound
 							got <- struct{}{}
 						}
 					}
@@ -287,6 +296,9 @@ func BenchmarkEventsFanout(b *testing.B) {
 			}
 			if frames.Load() != want {
 				b.Fatalf("%d frames, want %d", frames.Load(), want)
+			}
+			if r, w := read.Load(), int64(b.N*nClients*perRound); r != w {
+				b.Fatalf("clients read %d events, want %d", r, w)
 			}
 		})
 	}

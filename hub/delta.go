@@ -1,57 +1,40 @@
 package hub
 
 import (
-	"hash/maphash"
 	"math"
-	"math/bits"
 	"slices"
 	"strconv"
 
 	"github.com/proxywatch/proxywatch"
 )
 
-// connState is what a connectionsDelta subscriber was last told of one
-// connection: the fields a move changes, as encoded, and a hash of the rest
-// to notice the rare entry that changes otherwise (it is then sent whole).
-// It holds no pointer, so that the garbage collector never scans the
-// 10,000-entry arrays of a busy proxy.
+// connState is what a connectionsDelta subscriber was last told of the
+// fields of one connection that a move changes, as encoded. It holds no
+// pointer, so that the garbage collector never scans the 10,000-entry arrays
+// of a busy proxy.
 type connState struct {
 	id               proxywatch.ConnID
 	up, down         uint64
 	upRate, downRate int64
 	status           int
-	entry            uint64 // hash of the other fields
 }
 
-// entrySeed keys the hashes of entries; a change that keeps the hash of a
-// 64-bit keyed hash would go unsent, which is as likely as never.
-var entrySeed = maphash.MakeSeed()
-
 func stateOf(ci *proxywatch.ConnInfo) connState {
-	h := uint64(ci.Parent)
-	h = mixHash(h, uint64(ci.Start.UnixNano()))
-	h = mixHash(h, maphash.String(entrySeed, ci.Method))
-	h = mixHash(h, maphash.String(entrySeed, ci.Host))
-	h = mixHash(h, maphash.String(entrySeed, ci.URL))
-	h = mixHash(h, maphash.String(entrySeed, ci.Client))
-	h = mixHash(h, maphash.String(entrySeed, string(ci.Protocol)))
 	return connState{
 		id: ci.ID, up: ci.Up, down: ci.Down, upRate: wireRate(ci.UpRate), downRate: wireRate(ci.DownRate),
-		status: ci.Status, entry: h,
+		status: ci.Status,
 	}
 }
 
-// mixHash folds v into h, order-dependently (a multiply-rotate step of the
-// kind fast string hashes use), so that the same strings in other fields
-// hash differently.
-func mixHash(h, v uint64) uint64 {
-	h ^= v
-	h *= 0x9E3779B97F4A7C15
-	return bits.RotateLeft64(h, 31)
+// sameEntry reports whether only counters, rates and status may differ
+// between two snapshots of one connection. It compares the other fields
+// directly: a snapshot's strings share the proxy's bytes, so each
+// comparison of an unchanged string is a length and a pointer, cheaper than
+// hashing the entry every tick.
+func sameEntry(a, b *proxywatch.ConnInfo) bool {
+	return a.Parent == b.Parent && a.Start.Equal(b.Start) && a.Method == b.Method && a.Host == b.Host &&
+		a.URL == b.URL && a.Client == b.Client && a.Protocol == b.Protocol
 }
-
-// sameEntry reports whether only counters, rates and status may differ.
-func (s *connState) sameEntry(o *connState) bool { return s.entry == o.entry }
 
 // deltaState is the list every connectionsDelta subscriber was last sent,
 // sorted by id. Every delta is relative to it, encoded once for all of them;
@@ -60,9 +43,12 @@ func (s *connState) sameEntry(o *connState) bool { return s.entry == o.entry }
 // stated again, and what it never had is removed again, harmlessly).
 type deltaState struct {
 	base  []connState
-	valid bool // base is what the subscribers were sent; false while there are none
+	prev  []proxywatch.ConnInfo // the snapshot base was taken from, index for index
+	valid bool                  // base is what the subscribers were sent; false while there are none
 
-	// Scratch space of appendDeltaFrame, kept between ticks.
+	// Scratch space of appendDeltaFrame and of its caller, kept between
+	// ticks.
+	buf     []byte
 	next    []connState
 	added   []int32    // indexes in conns
 	moved   [][2]int32 // indexes in base and in conns
@@ -75,15 +61,23 @@ func (d *deltaState) reset(conns []proxywatch.ConnInfo) {
 	for i := range conns {
 		d.base = append(d.base, stateOf(&conns[i]))
 	}
+	d.prev = conns
 	d.valid = true
+}
+
+// drop forgets the base once nobody holds it, and lets its snapshot and
+// the frame buffer go.
+func (d *deltaState) drop() {
+	d.base, d.prev, d.buf, d.valid = d.base[:0], nil, nil, false
 }
 
 // appendDeltaFrame appends the connectionsDelta message that takes base to
 // conns (sorted by id, as Proxy.Connections returns them), and makes conns
-// the new base. b is grown to the frame's size at most once.
+// the new base, keeping conns itself, which must not change afterwards. b
+// is grown to the frame's size at most once.
 func (d *deltaState) appendDeltaFrame(b []byte, conns []proxywatch.ConnInfo) []byte {
 	if !d.valid {
-		d.base = d.base[:0]
+		d.drop()
 	}
 	next := d.next[:0]
 	added, moved, removed := d.added[:0], d.moved[:0], d.removed[:0]
@@ -97,7 +91,7 @@ func (d *deltaState) appendDeltaFrame(b []byte, conns []proxywatch.ConnInfo) []b
 			removed = append(removed, int32(j))
 			j++
 		}
-		if j == len(d.base) || d.base[j].id != st.id || !d.base[j].sameEntry(st) {
+		if j == len(d.base) || d.base[j].id != st.id || !sameEntry(&d.prev[j], ci) {
 			added = append(added, int32(i))
 			size += connEntryOverhead + len(ci.Method) + len(ci.Host) + len(ci.URL) + len(ci.Client) +
 				len(ci.Protocol) + len(ci.EndReason) + len(ci.Err)
@@ -138,7 +132,7 @@ func (d *deltaState) appendDeltaFrame(b []byte, conns []proxywatch.ConnInfo) []b
 		}
 		b = strconv.AppendInt(b, int64(d.base[j].id), 10)
 	}
-	d.base, d.next = next, d.base[:0]
+	d.base, d.next, d.prev = next, d.base[:0], conns
 	d.added, d.moved, d.removed = added, moved, removed
 	d.valid = true
 	return append(b, "]}}"...)

@@ -36,6 +36,13 @@ func sameEntry(a, b *proxywatch.ConnInfo) bool {
 		a.URL == b.URL && a.Client == b.Client && a.Protocol == b.Protocol
 }
 
+// sameCounters reports whether a connection's counters, rates and status
+// read the same in two snapshots, which spares most idle entries encoding
+// their rates again.
+func sameCounters(a, b *proxywatch.ConnInfo) bool {
+	return a.Up == b.Up && a.Down == b.Down && a.UpRate == b.UpRate && a.DownRate == b.DownRate && a.Status == b.Status
+}
+
 // deltaState is the list every connectionsDelta subscriber was last sent,
 // sorted by id. Every delta is relative to it, encoded once for all of them;
 // since a delta states new values, not differences, it is right too for a
@@ -85,22 +92,27 @@ func (d *deltaState) appendDeltaFrame(b []byte, conns []proxywatch.ConnInfo) []b
 	j := 0
 	for i := range conns {
 		ci := &conns[i]
-		next = append(next, stateOf(ci))
-		st := &next[i]
-		for j < len(d.base) && d.base[j].id < st.id {
+		for j < len(d.base) && d.base[j].id < ci.ID {
 			removed = append(removed, int32(j))
 			j++
 		}
-		if j == len(d.base) || d.base[j].id != st.id || !sameEntry(&d.prev[j], ci) {
+		switch {
+		case j == len(d.base) || d.base[j].id != ci.ID || !sameEntry(&d.prev[j], ci):
+			next = append(next, stateOf(ci))
 			added = append(added, int32(i))
 			size += connEntryOverhead + len(ci.Method) + len(ci.Host) + len(ci.URL) + len(ci.Client) +
 				len(ci.Protocol) + len(ci.EndReason) + len(ci.Err)
-		} else if old := &d.base[j]; old.up != st.up || old.down != st.down || old.upRate != st.upRate ||
-			old.downRate != st.downRate || old.status != st.status {
-			moved = append(moved, [2]int32{int32(j), int32(i)})
-			size += maxMoveSize
+		case sameCounters(&d.prev[j], ci):
+			next = append(next, d.base[j]) // as read last tick, so as encoded
+		default:
+			next = append(next, stateOf(ci))
+			if old, st := &d.base[j], &next[i]; old.up != st.up || old.down != st.down || old.upRate != st.upRate ||
+				old.downRate != st.downRate || old.status != st.status {
+				moved = append(moved, [2]int32{int32(j), int32(i)})
+				size += maxMoveSize
+			}
 		}
-		if j < len(d.base) && d.base[j].id == st.id {
+		if j < len(d.base) && d.base[j].id == ci.ID {
 			j++
 		}
 	}

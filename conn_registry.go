@@ -233,7 +233,10 @@ type registry struct {
 
 	closedUp, closedDown uint64
 	opened, closed       uint64
-	changed              chan struct{} // closed and replaced when the live set shrinks
+	// changed is closed when the live set shrinks, if someone waits for that
+	// (Shutdown, through waitChangeLocked): made only then, so that the end of
+	// every connection costs no channel while nobody waits.
+	changed chan struct{}
 
 	sampledAt time.Time // when the sampler last measured the live entries' rates
 }
@@ -243,7 +246,15 @@ func (r *registry) init(historySize int) {
 	if historySize > 0 {
 		r.history = make([]ConnInfo, historySize)
 	}
-	r.changed = make(chan struct{})
+}
+
+// waitChangeLocked returns a channel closed the next time the live set
+// shrinks.
+func (r *registry) waitChangeLocked() <-chan struct{} {
+	if r.changed == nil {
+		r.changed = make(chan struct{})
+	}
+	return r.changed
 }
 
 func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err error) (ConnInfo, bool) {
@@ -274,8 +285,10 @@ func (r *registry) finishLocked(e *entry, now time.Time, reason EndReason, err e
 			r.histLen++
 		}
 	}
-	close(r.changed)
-	r.changed = make(chan struct{})
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
 	return info, true
 }
 
@@ -443,10 +456,15 @@ func (p *Proxy) open(e *entry) {
 // end finishes e with reason unless it already ended, and tells the observers.
 func (p *Proxy) end(e *entry, reason EndReason, err error) {
 	p.reg.mu.Lock()
+	p.endLocked(e, reason, err)
+	p.reg.mu.Unlock()
+}
+
+// endLocked is end, called under registry.mu.
+func (p *Proxy) endLocked(e *entry, reason EndReason, err error) {
 	if info, ok := p.reg.finishLocked(e, time.Now(), reason, err); ok {
 		p.emitConn(ConnEvent{State: ConnClosed, Conn: info})
 	}
-	p.reg.mu.Unlock()
 }
 
 func (p *Proxy) setProtocol(e *entry, proto Protocol) {

@@ -63,15 +63,22 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 
 	// The request's own context ends when goproxy finished with it (plain:
 	// ServeHTTP returned; MITM: the response was written). For a MITM
-	// request, a derived context lets CloseConnection cancel the upstream
+	// request, a context of ours lets CloseConnection cancel the upstream
 	// round trip. A plain request needs none: closing its client connection
 	// (entry.kill) fails net/http's background read, which cancels the
 	// request's own context, or the client body the round trip sends, and
 	// a derived context with a copy of the request would cost every plain
 	// request for nothing.
+	//
+	// The MITM context keeps the values of goproxy's but not its
+	// cancellation: requestDone, which runs when goproxy's ends, cancels it
+	// first thing. Derived from goproxy's, it would be one more child that
+	// goproxy's context registers, then cancels and removes for every
+	// request, for a cancellation nobody waits for by then: goproxy closed
+	// the response body before it ends its context.
 	done := req.Context()
 	if tc == nil {
-		rctx, cancel := context.WithCancel(done)
+		rctx, cancel := context.WithCancel(context.WithoutCancel(done))
 		e.cancel = cancel
 		req = req.WithContext(rctx)
 	}
@@ -118,8 +125,8 @@ func (p *Proxy) requestDone(e *entry) {
 	}
 	p.reg.mu.Lock()
 	ws := e.info.Protocol == ProtoWebSocket
+	p.endLocked(e, reason, err)
 	p.reg.mu.Unlock()
-	p.end(e, reason, err)
 	if ws && e.client != nil {
 		// goproxy never closes the client side of a plain-HTTP WebSocket
 		// (research/goproxy.md §3): without this the client would wait forever.

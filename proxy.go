@@ -326,7 +326,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	for err == nil {
 		p.reg.mu.Lock()
-		n, changed := len(p.reg.live), p.reg.changed
+		n, changed := len(p.reg.live), p.reg.waitChangeLocked()
 		p.reg.mu.Unlock()
 		if n == 0 {
 			break

@@ -108,6 +108,7 @@ func (h *Hub) dropLocked(c *client, code int, text string) {
 	}
 	c.gone = true
 	delete(h.clients, c)
+	h.updateTopicsLocked()
 	if c.topics&topicLogs != 0 && c.level < slog.LevelInfo {
 		h.updateLevelLocked()
 	}
@@ -414,6 +415,7 @@ func (h *Hub) subscribe(c *client, req *Request, ref json.RawMessage) {
 	if addsDelta {
 		c.deltaReady = false // no delta before its full list
 	}
+	h.updateTopicsLocked()
 	h.updateLevelLocked()
 	h.enqueueLocked(c, outgoing{batch: batch})
 	h.mu.Unlock()

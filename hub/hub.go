@@ -137,6 +137,9 @@ type Hub struct {
 
 	mu      sync.Mutex
 	clients map[*client]struct{} // subscribed sockets, until dropped
+	// topics is the union of the clients' topics, so that an event, at
+	// thousands a second, learns who wants it without visiting every client.
+	topics  topicSet
 	running map[*client]struct{} // sockets whose writer has not ended yet
 	pending int                  // upgrades in progress, counted against maxClients
 	closed  bool                 // set by Close
@@ -526,12 +529,17 @@ const connEntryOverhead = 240
 func (h *Hub) subscribed(t topicSet) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.topics&t != 0
+}
+
+// updateTopicsLocked recomputes topics after a client subscribed or was
+// dropped.
+func (h *Hub) updateTopicsLocked() {
+	var t topicSet
 	for c := range h.clients {
-		if c.topics&t != 0 {
-			return true
-		}
+		t |= c.topics
 	}
-	return false
+	h.topics = t
 }
 
 // broadcast queues frame for every client subscribed to t.
@@ -558,19 +566,15 @@ func (h *Hub) ObserveConn(e proxywatch.ConnEvent) {
 	if h.closed {
 		return
 	}
-	var frame []byte
-	batched := false
-	for c := range h.clients {
-		batched = batched || c.topics&topicEventBatches != 0
-		if c.topics&topicEvents == 0 {
-			continue
+	if h.topics&topicEvents != 0 {
+		frame := h.mustEncode(TypeEvent, ev, nil)
+		for c := range h.clients {
+			if c.topics&topicEvents != 0 {
+				h.enqueueLocked(c, outgoing{frame: frame})
+			}
 		}
-		if frame == nil {
-			frame = h.mustEncode(TypeEvent, ev, nil)
-		}
-		h.enqueueLocked(c, outgoing{frame: frame})
 	}
-	if batched {
+	if h.topics&topicEventBatches != 0 {
 		h.batchLocked(ev)
 		if len(h.events) >= maxBatchEvents {
 			h.flushEventsLocked()

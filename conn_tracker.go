@@ -128,12 +128,7 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Read(b)
-	if n > 0 {
-		c.wire.Add(uint64(n))
-	}
-	if err != nil {
-		c.noteErr(err)
-	}
+	c.account(n, err)
 	return n, err
 }
 
@@ -141,14 +136,25 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 	if a := c.ahead.Load(); a != nil && a.hold.state.Load() != holdNone {
 		return c.writeHeld(&a.hold, b)
 	}
+	return c.writeWire(b)
+}
+
+// writeWire writes b straight to the client connection, past any hold.
+func (c *trackedConn) writeWire(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
+	c.account(n, err)
+	return n, err
+}
+
+// account counts n bytes moved on the client's wire and notes err, for
+// every read and write of the connection.
+func (c *trackedConn) account(n int, err error) {
 	if n > 0 {
 		c.wire.Add(uint64(n))
 	}
 	if err != nil {
 		c.noteErr(err)
 	}
-	return n, err
 }
 
 func (c *trackedConn) noteErr(err error) {

@@ -121,11 +121,8 @@ func (c *trackedConn) writeWithHeld(h *writeHold, b []byte) (int, error) {
 	bufs := net.Buffers{*h.buf, b}
 	n64, err := bufs.WriteTo(c.Conn)
 	n := int(n64)
-	if n > 0 {
-		c.wire.Add(uint64(n))
-	}
+	c.account(n, err)
 	if err != nil {
-		c.noteErr(err)
 		h.err = err
 	}
 	h.release()
@@ -196,16 +193,4 @@ func (c *trackedConn) flushHeld() {
 		h.release()
 	}
 	h.err = nil
-}
-
-// writeWire writes b to the connection and accounts for it as Write does.
-func (c *trackedConn) writeWire(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if n > 0 {
-		c.wire.Add(uint64(n))
-	}
-	if err != nil {
-		c.noteErr(err)
-	}
-	return n, err
 }

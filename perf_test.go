@@ -193,6 +193,24 @@ func (c *writeCountConn) Write(b []byte) (int, error) {
 	return c.TCPConn.Write(b)
 }
 
+// serveCountingWrites serves p on a loopback listener that counts the
+// writes to its connections, until the test ends.
+func serveCountingWrites(t *testing.T, p *proxywatch.Proxy) (*writeCountListener, *url.URL) {
+	t.Helper()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &writeCountListener{Listener: inner}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(l) }()
+	t.Cleanup(func() {
+		p.Close()
+		<-done
+	})
+	return l, &url.URL{Scheme: "http", Host: inner.Addr().String()}
+}
+
 // A small plain response leaves the proxy in one write, head and body
 // together; a response that goes on reaches the client as it comes, not held
 // back until more arrives or it ends.
@@ -212,18 +230,7 @@ func TestPlainResponseWrites(t *testing.T) {
 	}))
 	defer up.Close()
 	p := proxywatch.New(&proxywatch.Options{SampleInterval: 50 * time.Millisecond})
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &writeCountListener{Listener: inner}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(l) }()
-	defer func() {
-		p.Close()
-		<-done
-	}()
-	pu := &url.URL{Scheme: "http", Host: inner.Addr().String()}
+	l, pu := serveCountingWrites(t, p)
 	c := client(t, pu, nil)
 
 	const n = 5
@@ -243,6 +250,7 @@ func TestPlainResponseWrites(t *testing.T) {
 	}
 
 	// The head and the first 100 bytes must come while the upstream waits.
+	var err error
 	var resp *http.Response
 	first := make([]byte, 100)
 	read := make(chan error, 1)
@@ -407,20 +415,10 @@ func TestMITMResponseWrites(t *testing.T) {
 		UpstreamCAs:    []*x509.Certificate{up.Certificate()},
 		SampleInterval: 50 * time.Millisecond,
 	})
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &writeCountListener{Listener: inner}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(l) }()
-	defer func() {
-		p.Close()
-		<-done
-	}()
+	l, pu := serveCountingWrites(t, p)
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Leaf)
-	c := client(t, &url.URL{Scheme: "http", Host: inner.Addr().String()}, roots)
+	c := client(t, pu, roots)
 	get := func(method, path string, want int) {
 		t.Helper()
 		req, _ := http.NewRequest(method, up.URL+path, nil)

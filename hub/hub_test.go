@@ -492,7 +492,8 @@ func TestLevelChange(t *testing.T) {
 	}
 }
 
-// logStream collects what a subscription answer and its replay carried.
+// readReplay collects the log seqs (0 where a logsDropped came) and drop
+// counts that a subscription answer and its replay carried.
 func readReplay(t *testing.T, c *client) (seqs []uint64, dropped []uint64) {
 	t.Helper()
 	c.send(hub.Request{Action: hub.ActionGetHistory}) // marks the end of the replay
@@ -527,6 +528,26 @@ func seqRange(from, to uint64, keep func(uint64) bool) []uint64 {
 	return s
 }
 
+// replayCase is a subscribe with since and level, and the log seqs
+// (0 for a logsDropped message) and drop counts it must replay.
+type replayCase struct {
+	name        string
+	since       *uint64
+	level       string
+	wantSeqs    []uint64
+	wantDropped []uint64
+}
+
+// check subscribes c to logs as tc says and compares what it replays.
+func (tc replayCase) check(t *testing.T, c *client) {
+	t.Helper()
+	c.send(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"logs"}, LogLevel: tc.level, Since: tc.since})
+	seqs, dropped := readReplay(t, c)
+	if !slices.Equal(seqs, tc.wantSeqs) || !slices.Equal(dropped, tc.wantDropped) {
+		t.Fatalf("replayed %v, dropped %v\nwant     %v, dropped %v", seqs, dropped, tc.wantSeqs, tc.wantDropped)
+	}
+}
+
 // TestLogBacklogReplay feeds 300 records of every level while a client
 // watches at DEBUG, so that every level is kept, and checks what later
 // subscribers get replayed.
@@ -542,13 +563,7 @@ func TestLogBacklogReplay(t *testing.T) {
 		t.Fatalf("Level %v, %d clients; want DEBUG, the watcher", h.Level(), h.Clients())
 	}
 	errorsOnly := func(s uint64) bool { return levels[s%4] == slog.LevelError }
-	for _, tc := range []struct {
-		name        string
-		since       *uint64
-		level       string
-		wantSeqs    []uint64
-		wantDropped []uint64
-	}{
+	for _, tc := range []replayCase{
 		{"no since: the backlog", nil, "DEBUG", seqRange(101, 300, nil), nil},
 		{"no since, level ERROR", nil, "ERROR", seqRange(101, 300, errorsOnly), nil},
 		{"since inside the backlog", ptr[uint64](250), "DEBUG", seqRange(251, 300, nil), nil},
@@ -562,11 +577,7 @@ func TestLogBacklogReplay(t *testing.T) {
 			if hello.LogSeq != 300 || hello.LogBacklog != 200 {
 				t.Fatalf("hello logSeq %d, logBacklog %d", hello.LogSeq, hello.LogBacklog)
 			}
-			c.send(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"logs"}, LogLevel: tc.level, Since: tc.since})
-			seqs, dropped := readReplay(t, c)
-			if !slices.Equal(seqs, tc.wantSeqs) || !slices.Equal(dropped, tc.wantDropped) {
-				t.Fatalf("replayed %v, dropped %v\nwant     %v, dropped %v", seqs, dropped, tc.wantSeqs, tc.wantDropped)
-			}
+			tc.check(t, c)
 		})
 	}
 
@@ -597,13 +608,7 @@ func TestLogBacklogWithoutDebugSubscriber(t *testing.T) {
 	// less the DEBUG 4, 8 ... 32) were evicted, so 34 is the oldest held.
 	infoUp := func(s uint64) bool { return levels[s%4] >= slog.LevelInfo }
 	errorsOnly := func(s uint64) bool { return levels[s%4] == slog.LevelError }
-	for _, tc := range []struct {
-		name        string
-		since       *uint64
-		level       string
-		wantSeqs    []uint64
-		wantDropped []uint64
-	}{
+	for _, tc := range []replayCase{
 		{"no since, DEBUG: INFO and above", nil, "DEBUG", seqRange(34, 300, infoUp), nil},
 		{"no since, level ERROR", nil, "ERROR", seqRange(34, 300, errorsOnly), nil},
 		{"since inside the backlog: no gap for the DEBUG seqs", ptr[uint64](250), "DEBUG", seqRange(251, 300, infoUp), nil},
@@ -612,11 +617,7 @@ func TestLogBacklogWithoutDebugSubscriber(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := dial(t, srv)
-			c.send(hub.Request{Action: hub.ActionSubscribe, Topics: []string{"logs"}, LogLevel: tc.level, Since: tc.since})
-			seqs, dropped := readReplay(t, c)
-			if !slices.Equal(seqs, tc.wantSeqs) || !slices.Equal(dropped, tc.wantDropped) {
-				t.Fatalf("replayed %v, dropped %v\nwant     %v, dropped %v", seqs, dropped, tc.wantSeqs, tc.wantDropped)
-			}
+			tc.check(t, c)
 			c.conn.Close()
 			waitFor(t, "the client to leave", func() bool { return h.Clients() == 1 })
 			if h.Level() != slog.LevelInfo {

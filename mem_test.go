@@ -47,11 +47,7 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 	pwGP := goproxy.NewProxyHttpServer()
 	pwGP.Tr = bareGP.Tr
 	p := proxywatch.New(&proxywatch.Options{GoProxy: pwGP})
-	stop := p.Observe(struct {
-		proxywatch.TrafficObserverFunc
-		proxywatch.ConnObserverFunc
-		proxywatch.LogObserverFunc
-	}{func(proxywatch.TrafficSample) {}, func(proxywatch.ConnEvent) {}, func(proxywatch.LogRecord) {}})
+	stop := p.Observe(observeAll())
 	defer stop()
 	pwL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

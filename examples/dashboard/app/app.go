@@ -24,6 +24,7 @@ import (
 	"github.com/proxywatch/proxywatch"
 	"github.com/proxywatch/proxywatch/examples/dashboard/ui"
 	"github.com/proxywatch/proxywatch/hub"
+	"github.com/proxywatch/proxywatch/hub/clash"
 )
 
 // Extension adds flags and servers to the dashboard program. The zero value
@@ -148,7 +149,7 @@ func Run(args []string, ext *Extension) error {
 	}
 
 	errc := make(chan error, 3)
-	var clash *hub.ClashAPI
+	var clashAPI *clash.ClashAPI
 	var clashSrv *http.Server
 	if c.clashAddr != "" {
 		clashL, err := net.Listen("tcp", c.clashAddr)
@@ -161,8 +162,8 @@ func Run(args []string, ext *Extension) error {
 		if c.clashOrigins != "" {
 			origins = strings.Split(c.clashOrigins, ",")
 		}
-		clash = hub.NewClashAPI(p, &hub.ClashOptions{Secret: h.Token(), AllowedOrigins: origins, ProxyAddr: proxyL.Addr().String()})
-		clashSrv = &http.Server{Handler: clash, ReadHeaderTimeout: 10 * time.Second}
+		clashAPI = clash.NewClashAPI(p, &clash.ClashOptions{Secret: h.Token(), AllowedOrigins: origins, ProxyAddr: proxyL.Addr().String()})
+		clashSrv = &http.Server{Handler: clashAPI, ReadHeaderTimeout: 10 * time.Second}
 		fmt.Printf("clash API: http://%s   (secret: the dashboard's)\n", clashL.Addr())
 		go func() { errc <- clashSrv.Serve(clashL) }()
 	}
@@ -178,8 +179,8 @@ func Run(args []string, ext *Extension) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = ui.Shutdown(shutdown)
-	if clash != nil {
-		_ = clash.Close() // first: Shutdown would wait for its streaming GETs
+	if clashAPI != nil {
+		_ = clashAPI.Close() // first: Shutdown would wait for its streaming GETs
 		_ = clashSrv.Shutdown(shutdown)
 	}
 	_ = h.Close()

@@ -1,4 +1,4 @@
-package hub
+package clash
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package hub_test
+package clash_test
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/hub"
+	"github.com/proxywatch/proxywatch/hub/clash"
 )
 
 // ExampleNewClashAPI serves the Clash API of a Proxy and talks to it the way
@@ -19,7 +19,7 @@ import (
 func ExampleNewClashAPI() {
 	p := proxywatch.New(nil) // serve it with p.ListenAndServe("127.0.0.1:8080")
 	defer p.Close()
-	api := hub.NewClashAPI(p, &hub.ClashOptions{
+	api := clash.NewClashAPI(p, &clash.ClashOptions{
 		Secret:         "s3cret",                          // leave it empty for a random one: api.Secret()
 		AllowedOrigins: []string{"http://127.0.0.1:5173"}, // where your dashboard is served from
 		ProxyAddr:      "127.0.0.1:8080",                  // reported by /configs

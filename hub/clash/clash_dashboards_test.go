@@ -1,4 +1,4 @@
-package hub_test
+package clash_test
 
 import (
 	"bufio"
@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/proxywatch/proxywatch/hub"
+	"github.com/proxywatch/proxywatch/hub/clash"
 )
 
 // No Clash dashboard is published as a built package on the npm registry
@@ -200,7 +200,7 @@ func TestClashDashboardReplay(t *testing.T) {
 	t.Cleanup(plain.Close)
 	p, pu := startProxy(t)
 	const origin = "http://dashboard.example:9090"
-	_, srv := clashStartAPI(t, p, &hub.ClashOptions{AllowedOrigins: []string{origin}, ProxyAddr: pu.Host})
+	_, srv := clashStartAPI(t, p, &clash.ClashOptions{AllowedOrigins: []string{origin}, ProxyAddr: pu.Host})
 	bearer := "Bearer " + clashSecret
 	logger := slog.New(p.SlogHandler())
 

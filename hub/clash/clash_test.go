@@ -1,4 +1,4 @@
-package hub_test
+package clash_test
 
 import (
 	"bufio"
@@ -24,7 +24,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/hub"
+	"github.com/proxywatch/proxywatch/hub/clash"
 	"go.uber.org/goleak"
 )
 
@@ -156,15 +156,15 @@ func clashShapeOf(t *testing.T, where, example string, got []byte) map[string]an
 
 // clashStartAPI serves a ClashAPI of p behind an httptest server until the
 // test ends; the secret is clashSecret unless opts says otherwise.
-func clashStartAPI(t *testing.T, p *proxywatch.Proxy, opts *hub.ClashOptions) (*hub.ClashAPI, *httptest.Server) {
+func clashStartAPI(t *testing.T, p *proxywatch.Proxy, opts *clash.ClashOptions) (*clash.ClashAPI, *httptest.Server) {
 	t.Helper()
 	if opts == nil {
-		opts = &hub.ClashOptions{}
+		opts = &clash.ClashOptions{}
 	}
 	if opts.Secret == "" {
 		opts.Secret = clashSecret
 	}
-	api := hub.NewClashAPI(p, opts)
+	api := clash.NewClashAPI(p, opts)
 	srv := httptest.NewServer(api)
 	t.Cleanup(func() {
 		api.Close()
@@ -357,7 +357,7 @@ func TestClashShapes(t *testing.T) {
 	roots.AddCert(secure.Certificate())
 
 	p, pu := startProxy(t)
-	_, srv := clashStartAPI(t, p, &hub.ClashOptions{ProxyAddr: pu.Host})
+	_, srv := clashStartAPI(t, p, &clash.ClashOptions{ProxyAddr: pu.Host})
 
 	_, plainPort, _ := net.SplitHostPort(strings.TrimPrefix(plain.URL, "http://"))
 	_, securePort, _ := net.SplitHostPort(strings.TrimPrefix(secure.URL, "https://"))
@@ -597,7 +597,7 @@ func TestClashAuth(t *testing.T) {
 	}
 
 	// No secret given: a random one, required.
-	api := hub.NewClashAPI(p, nil)
+	api := clash.NewClashAPI(p, nil)
 	defer api.Close()
 	gen := httptest.NewServer(api)
 	defer gen.Close()
@@ -621,7 +621,7 @@ func TestClashAuth(t *testing.T) {
 			t.Errorf("generated secret, Authorization %q: %s, want %d", x.auth, resp.Status, x.want)
 		}
 	}
-	if other := hub.NewClashAPI(p, nil); other.Secret() == api.Secret() {
+	if other := clash.NewClashAPI(p, nil); other.Secret() == api.Secret() {
 		t.Error("two generated secrets are equal")
 	} else {
 		other.Close()
@@ -635,7 +635,7 @@ func TestClashAuth(t *testing.T) {
 func TestClashCORS(t *testing.T) {
 	p, _ := startProxy(t)
 	const dashboard = "http://dashboard.example:8080"
-	_, srv := clashStartAPI(t, p, &hub.ClashOptions{AllowedOrigins: []string{dashboard + "/"}})
+	_, srv := clashStartAPI(t, p, &clash.ClashOptions{AllowedOrigins: []string{dashboard + "/"}})
 	preflight := func(origin string) http.Header {
 		return http.Header{
 			"Origin":                                 {origin},
@@ -689,7 +689,7 @@ func TestClashCORS(t *testing.T) {
 	}
 
 	// AllowAnyOrigin, explicitly.
-	_, anySrv := clashStartAPI(t, p, &hub.ClashOptions{AllowAnyOrigin: true})
+	_, anySrv := clashStartAPI(t, p, &clash.ClashOptions{AllowAnyOrigin: true})
 	resp, _ = clashDo(t, anySrv, clashRequest{method: http.MethodOptions, path: "/version", header: preflight("http://anything.example")})
 	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "http://anything.example" {
 		t.Errorf("AllowAnyOrigin preflight: %s %v", resp.Status, resp.Header)
@@ -791,7 +791,7 @@ func TestClashTrafficStream(t *testing.T) {
 	t.Cleanup(plain.Close)
 	p, pu := startProxy(t)
 	const every = 50 * time.Millisecond
-	_, srv := clashStartAPI(t, p, &hub.ClashOptions{TrafficInterval: every})
+	_, srv := clashStartAPI(t, p, &clash.ClashOptions{TrafficInterval: every})
 	ws := clashDial(t, srv, "/traffic?token="+clashSecret, nil)
 
 	type traffic struct{ Up, Down, UpTotal, DownTotal uint64 }
@@ -860,7 +860,7 @@ func TestClashTrafficStream(t *testing.T) {
 func TestClashConnectionsInterval(t *testing.T) {
 	p, _ := startProxy(t)
 	const floor = 60 * time.Millisecond
-	_, srv := clashStartAPI(t, p, &hub.ClashOptions{MinConnectionsInterval: floor})
+	_, srv := clashStartAPI(t, p, &clash.ClashOptions{MinConnectionsInterval: floor})
 
 	hour := clashDial(t, srv, "/connections?interval=3600000&token="+clashSecret, nil)
 	var snap clashSnapshotJSON
@@ -982,7 +982,7 @@ func TestClashLogs(t *testing.T) {
 // goroutine of the API is left, and that later streams get 503.
 func TestClashCloseEndsStreams(t *testing.T) {
 	p, _ := startProxy(t)
-	api := hub.NewClashAPI(p, &hub.ClashOptions{Secret: clashSecret, TrafficInterval: 20 * time.Millisecond})
+	api := clash.NewClashAPI(p, &clash.ClashOptions{Secret: clashSecret, TrafficInterval: 20 * time.Millisecond})
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -1058,7 +1058,7 @@ func TestClashCloseEndsStreams(t *testing.T) {
 // that a freed slot is reusable.
 func TestClashMaxStreams(t *testing.T) {
 	p, _ := startProxy(t)
-	api, srv := clashStartAPI(t, p, &hub.ClashOptions{MaxStreams: 2})
+	api, srv := clashStartAPI(t, p, &clash.ClashOptions{MaxStreams: 2})
 	a := clashDial(t, srv, "/memory?token="+clashSecret, nil)
 	clashDial(t, srv, "/memory?token="+clashSecret, nil)
 	if got := clashDialStatus(t, srv, "/memory?token="+clashSecret, nil); got != http.StatusServiceUnavailable {
@@ -1079,7 +1079,7 @@ func TestClashMaxStreams(t *testing.T) {
 func TestClashUnsupported(t *testing.T) {
 	p, _ := startProxy(t)
 	level := new(slog.LevelVar)
-	_, srv := clashStartAPI(t, p, &hub.ClashOptions{LogLevel: level})
+	_, srv := clashStartAPI(t, p, &clash.ClashOptions{LogLevel: level})
 	for _, x := range []struct {
 		method, path, body string
 		want               int

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import type { Conn, ConnMove, ConnectionsDelta } from '../src/lib/protocol'
-import { EVENT_FLUSH_MS, HISTORY_CAP, RECENTLY_CLOSED_MS, useConnectionsStore } from '../src/stores/connections'
-import { FakeWebSocket } from './fake-websocket'
-import { fresh, live } from './helpers'
+import type { Conn, ConnMove, ConnectionsDelta } from '../../src/lib/protocol'
+import { EVENT_FLUSH_MS, HISTORY_CAP, RECENTLY_CLOSED_MS, useConnectionsStore } from '../../src/stores/connections'
+import { FakeWebSocket } from '../fake-websocket'
+import { fresh, live } from '../helpers'
 
 beforeEach(fresh)
 afterEach(() => {

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest'
-import { HISTORY_POINTS, useTrafficStore } from '../src/stores/traffic'
-import { FakeWebSocket } from './fake-websocket'
-import { fresh, live } from './helpers'
+import { HISTORY_POINTS, useTrafficStore } from '../../src/stores/traffic'
+import { FakeWebSocket } from '../fake-websocket'
+import { fresh, live } from '../helpers'
 
 beforeEach(fresh)
 

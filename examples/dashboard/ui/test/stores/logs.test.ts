@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { LOG_CAP, LOG_FLUSH_MS, useLogsStore, type LogLine } from '../src/stores/logs'
-import { useSocketStore } from '../src/stores/socket'
-import { FakeWebSocket } from './fake-websocket'
-import { fresh, live } from './helpers'
+import { LOG_CAP, LOG_FLUSH_MS, useLogsStore, type LogLine } from '../../src/stores/logs'
+import { useSocketStore } from '../../src/stores/socket'
+import { FakeWebSocket } from '../fake-websocket'
+import { fresh, live } from '../helpers'
 
 beforeEach(fresh)
 afterEach(() => {

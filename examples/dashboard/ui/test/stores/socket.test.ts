@@ -1,15 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import {
-  BACKOFF_MAX_MS,
-  REQUEST_TIMEOUT_MS,
-  RequestError,
-  backoffDelay,
-  useSocketStore,
-  type Connected,
-  type Disconnected,
-} from '../src/stores/socket'
-import { FakeWebSocket } from './fake-websocket'
-import { authAnswers, fresh, live, settle } from './helpers'
+import type { Connected, Disconnected } from '../../src/api/bus'
+import { BACKOFF_MAX_MS, REQUEST_TIMEOUT_MS, RequestError } from '../../src/api/socket'
+import { useSocketStore } from '../../src/stores/socket'
+import { FakeWebSocket } from '../fake-websocket'
+import { authAnswers, fresh, live, settle } from '../helpers'
 
 beforeEach(fresh)
 afterEach(() => {
@@ -115,28 +109,6 @@ describe('connecting', () => {
     off()
     ws.push({ type: 'log', data: { level: 'INFO', message: 'b', seq: 2 } })
     expect(fn).toHaveBeenCalledTimes(1)
-  })
-})
-
-describe('backoff', () => {
-  it('starts near a second, doubles, and never exceeds 30 s', () => {
-    expect(backoffDelay(0, () => 0)).toBe(500)
-    expect(backoffDelay(0, () => 1)).toBe(1000)
-    expect(backoffDelay(1, () => 1)).toBe(2000)
-    expect(backoffDelay(3, () => 0.5)).toBe(6000)
-    expect(backoffDelay(5, () => 1)).toBe(BACKOFF_MAX_MS)
-    expect(backoffDelay(50, () => 1)).toBe(BACKOFF_MAX_MS)
-    expect(backoffDelay(50, () => 0)).toBe(BACKOFF_MAX_MS / 2)
-  })
-
-  it('spreads retries with jitter', () => {
-    const values = new Set<number>()
-    for (let i = 0; i < 50; i++) values.add(backoffDelay(4))
-    expect(values.size).toBeGreaterThan(5)
-    for (const v of values) {
-      expect(v).toBeGreaterThanOrEqual(8000)
-      expect(v).toBeLessThanOrEqual(16000)
-    }
   })
 })
 

@@ -57,9 +57,9 @@
 //
 // # Clash-compatible API
 //
-// NewClashAPI serves the Clash/mihomo external-controller API over the same
-// Proxy, so that the dashboards people already use (yacd, metacubexd,
-// zashboard) can watch proxywatch unchanged: traffic, connections that
-// DELETE really closes, logs. CLASH.md lists every endpoint and the values a
-// forward proxy without rules answers with.
+// Package github.com/proxywatch/proxywatch/hub/clash serves the Clash/mihomo
+// external-controller API over the same Proxy, so that the dashboards people
+// already use (yacd, metacubexd, zashboard) can watch proxywatch unchanged:
+// traffic, connections that DELETE really closes, logs. Its CLASH.md lists
+// every endpoint and the values a forward proxy without rules answers with.
 package hub

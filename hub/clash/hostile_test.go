@@ -12,13 +12,13 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestHostileClashAPI runs the token and origin refusals against the
+// TestHostile runs the token and origin refusals against the
 // Clash-compatible API, the hub's other door.
-func TestHostileClashAPI(t *testing.T) {
+func TestHostile(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	p := proxywatch.New(nil)
 	defer p.Close()
-	api := clash.NewClashAPI(p, &clash.ClashOptions{Secret: "s3cret"})
+	api := clash.New(p, &clash.Options{Secret: "s3cret"})
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	defer api.Close()
@@ -60,7 +60,7 @@ func TestHostileClashAPI(t *testing.T) {
 	}
 	for _, origin := range []string{"http://evil.example", "null"} {
 		header := http.Header{"Origin": {origin}}
-		if status := clashDialStatus(t, srv, "/traffic?token=s3cret", header); status != http.StatusForbidden {
+		if status := dialStatus(t, srv, "/traffic?token=s3cret", header); status != http.StatusForbidden {
 			t.Errorf("WebSocket from origin %s: status %d, want 403", origin, status)
 		}
 	}

@@ -149,7 +149,7 @@ func Run(args []string, ext *Extension) error {
 	}
 
 	errc := make(chan error, 3)
-	var clashAPI *clash.ClashAPI
+	var clashAPI *clash.API
 	var clashSrv *http.Server
 	if c.clashAddr != "" {
 		clashL, err := net.Listen("tcp", c.clashAddr)
@@ -162,7 +162,7 @@ func Run(args []string, ext *Extension) error {
 		if c.clashOrigins != "" {
 			origins = strings.Split(c.clashOrigins, ",")
 		}
-		clashAPI = clash.NewClashAPI(p, &clash.ClashOptions{Secret: h.Token(), AllowedOrigins: origins, ProxyAddr: proxyL.Addr().String()})
+		clashAPI = clash.New(p, &clash.Options{Secret: h.Token(), AllowedOrigins: origins, ProxyAddr: proxyL.Addr().String()})
 		clashSrv = &http.Server{Handler: clashAPI, ReadHeaderTimeout: 10 * time.Second}
 		fmt.Printf("clash API: http://%s   (secret: the dashboard's)\n", clashL.Addr())
 		go func() { errc <- clashSrv.Serve(clashL) }()

@@ -33,23 +33,23 @@ import (
 // with real HTTP and gorilla/websocket clients.
 
 const (
-	clashSecret = "s3cret"
-	// clashTimeout only keeps a broken test from hanging; nothing is
+	testSecret = "s3cret"
+	// testTimeout only keeps a broken test from hanging; nothing is
 	// asserted about speed.
-	clashTimeout = 20 * time.Second
+	testTimeout = 20 * time.Second
 )
 
 // The documented examples of peers.md (the Clash/mihomo API): the shapes the
 // API's answers are checked against.
 const (
-	clashExampleHello      = `{"hello":"mihomo"}`
-	clashExampleVersion    = `{"meta":true,"version":"alpha-05e8f13"}`
-	clashExampleTraffic    = `{"up":12034,"down":883201,"upTotal":1,"downTotal":2}`
-	clashExampleMemory     = `{"inuse":53452800,"oslimit":0}`
-	clashExampleLog        = `{"type":"info","payload":"[TCP] 192.168.1.20:53122 --> www.google.com:443 match DomainSuffix(google.com) using Proxy[HK-01]"}`
-	clashExampleStructured = `{"time":"10:15:30","level":"warn","message":"[TCP] dial Proxy ... error: i/o timeout","fields":[]}`
-	clashExampleError      = `{"message":"Unauthorized"}`
-	clashExampleSnapshot   = `{
+	exampleHello      = `{"hello":"mihomo"}`
+	exampleVersion    = `{"meta":true,"version":"alpha-05e8f13"}`
+	exampleTraffic    = `{"up":12034,"down":883201,"upTotal":1,"downTotal":2}`
+	exampleMemory     = `{"inuse":53452800,"oslimit":0}`
+	exampleLog        = `{"type":"info","payload":"[TCP] 192.168.1.20:53122 --> www.google.com:443 match DomainSuffix(google.com) using Proxy[HK-01]"}`
+	exampleStructured = `{"time":"10:15:30","level":"warn","message":"[TCP] dial Proxy ... error: i/o timeout","fields":[]}`
+	exampleError      = `{"message":"Unauthorized"}`
+	exampleSnapshot   = `{
   "downloadTotal": 1048576000,
   "uploadTotal": 52428800,
   "connections": [
@@ -93,10 +93,10 @@ const (
 }`
 )
 
-// clashSameShape reports (as test errors) where got lacks a member of want
+// sameShape reports (as test errors) where got lacks a member of want
 // or has it with another JSON kind, recursively; array elements are compared
 // with the example's first element.
-func clashSameShape(t *testing.T, where string, want, got any) {
+func sameShape(t *testing.T, where string, want, got any) {
 	t.Helper()
 	kind := func(v any) string {
 		switch v.(type) {
@@ -128,19 +128,19 @@ func clashSameShape(t *testing.T, where string, want, got any) {
 				t.Errorf("%s: member %q missing", where, k)
 				continue
 			}
-			clashSameShape(t, where+"."+k, wv, gv)
+			sameShape(t, where+"."+k, wv, gv)
 		}
 	case []any:
 		g := got.([]any)
 		if len(w) > 0 {
 			for i, gv := range g {
-				clashSameShape(t, fmt.Sprintf("%s[%d]", where, i), w[0], gv)
+				sameShape(t, fmt.Sprintf("%s[%d]", where, i), w[0], gv)
 			}
 		}
 	}
 }
 
-func clashShapeOf(t *testing.T, where, example string, got []byte) map[string]any {
+func shapeOf(t *testing.T, where, example string, got []byte) map[string]any {
 	t.Helper()
 	var want, have any
 	if err := json.Unmarshal([]byte(example), &want); err != nil {
@@ -149,22 +149,22 @@ func clashShapeOf(t *testing.T, where, example string, got []byte) map[string]an
 	if err := json.Unmarshal(got, &have); err != nil {
 		t.Fatalf("%s: %v in %s", where, err, got)
 	}
-	clashSameShape(t, where, want, have)
+	sameShape(t, where, want, have)
 	m, _ := have.(map[string]any)
 	return m
 }
 
-// clashStartAPI serves a ClashAPI of p behind an httptest server until the
-// test ends; the secret is clashSecret unless opts says otherwise.
-func clashStartAPI(t *testing.T, p *proxywatch.Proxy, opts *clash.ClashOptions) (*clash.ClashAPI, *httptest.Server) {
+// startAPI serves an API of p behind an httptest server until the
+// test ends; the secret is testSecret unless opts says otherwise.
+func startAPI(t *testing.T, p *proxywatch.Proxy, opts *clash.Options) (*clash.API, *httptest.Server) {
 	t.Helper()
 	if opts == nil {
-		opts = &clash.ClashOptions{}
+		opts = &clash.Options{}
 	}
 	if opts.Secret == "" {
-		opts.Secret = clashSecret
+		opts.Secret = testSecret
 	}
-	api := clash.NewClashAPI(p, opts)
+	api := clash.New(p, opts)
 	srv := httptest.NewServer(api)
 	t.Cleanup(func() {
 		api.Close()
@@ -173,16 +173,16 @@ func clashStartAPI(t *testing.T, p *proxywatch.Proxy, opts *clash.ClashOptions) 
 	return api, srv
 }
 
-// clashRequest is one HTTP request to the API.
-type clashRequest struct {
+// apiRequest is one HTTP request to the API.
+type apiRequest struct {
 	method, path string
 	header       http.Header
 	body         string
 }
 
-// clashDo sends req with the secret as a Bearer token (unless req.header
+// do sends req with the secret as a Bearer token (unless req.header
 // sets Authorization itself) and returns the response with its body read.
-func clashDo(t *testing.T, srv *httptest.Server, req clashRequest) (*http.Response, []byte) {
+func do(t *testing.T, srv *httptest.Server, req apiRequest) (*http.Response, []byte) {
 	t.Helper()
 	method := req.method
 	if method == "" {
@@ -200,7 +200,7 @@ func clashDo(t *testing.T, srv *httptest.Server, req clashRequest) (*http.Respon
 		r.Header[k] = v
 	}
 	if _, ok := req.header["Authorization"]; !ok {
-		r.Header.Set("Authorization", "Bearer "+clashSecret)
+		r.Header.Set("Authorization", "Bearer "+testSecret)
 	}
 	resp, err := srv.Client().Do(r)
 	if err != nil {
@@ -214,14 +214,14 @@ func clashDo(t *testing.T, srv *httptest.Server, req clashRequest) (*http.Respon
 	return resp, b
 }
 
-func clashWSURL(srv *httptest.Server, pathAndQuery string) string {
+func wsURL(srv *httptest.Server, pathAndQuery string) string {
 	return "ws" + strings.TrimPrefix(srv.URL, "http") + pathAndQuery
 }
 
-// clashDial opens a WebSocket to pathAndQuery, which carries its own token.
-func clashDial(t *testing.T, srv *httptest.Server, pathAndQuery string, header http.Header) *websocket.Conn {
+// dial opens a WebSocket to pathAndQuery, which carries its own token.
+func dial(t *testing.T, srv *httptest.Server, pathAndQuery string, header http.Header) *websocket.Conn {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(clashWSURL(srv, pathAndQuery), header)
+	ws, resp, err := websocket.DefaultDialer.Dial(wsURL(srv, pathAndQuery), header)
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -233,11 +233,11 @@ func clashDial(t *testing.T, srv *httptest.Server, pathAndQuery string, header h
 	return ws
 }
 
-// clashDialStatus tries to open a WebSocket and returns the HTTP status of a
+// dialStatus tries to open a WebSocket and returns the HTTP status of a
 // refusal (101 when it was accepted, then closed at once).
-func clashDialStatus(t *testing.T, srv *httptest.Server, pathAndQuery string, header http.Header) int {
+func dialStatus(t *testing.T, srv *httptest.Server, pathAndQuery string, header http.Header) int {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(clashWSURL(srv, pathAndQuery), header)
+	ws, resp, err := websocket.DefaultDialer.Dial(wsURL(srv, pathAndQuery), header)
 	if err == nil {
 		ws.Close()
 		return http.StatusSwitchingProtocols
@@ -248,10 +248,10 @@ func clashDialStatus(t *testing.T, srv *httptest.Server, pathAndQuery string, he
 	return resp.StatusCode
 }
 
-// clashRead reads the next text message.
-func clashRead(t *testing.T, ws *websocket.Conn) []byte {
+// read reads the next text message.
+func read(t *testing.T, ws *websocket.Conn) []byte {
 	t.Helper()
-	ws.SetReadDeadline(time.Now().Add(clashTimeout))
+	ws.SetReadDeadline(time.Now().Add(testTimeout))
 	_, b, err := ws.ReadMessage()
 	if err != nil {
 		t.Fatalf("read: %v", err)
@@ -259,24 +259,24 @@ func clashRead(t *testing.T, ws *websocket.Conn) []byte {
 	return b
 }
 
-func clashReadJSON(t *testing.T, ws *websocket.Conn, v any) []byte {
+func readJSON(t *testing.T, ws *websocket.Conn, v any) []byte {
 	t.Helper()
-	b := clashRead(t, ws)
+	b := read(t, ws)
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("%v in %s", err, b)
 	}
 	return b
 }
 
-// clashTransfer is a download through the proxy that runs until it fails.
-type clashTransfer struct {
+// transfer is a download through the proxy that runs until it fails.
+type transfer struct {
 	errc   chan error
 	local  chan string // the client's address on its connection to the proxy
 	cancel context.CancelFunc
 }
 
-func clashStartTransfer(t *testing.T, proxy *url.URL, target string, roots *x509.CertPool) *clashTransfer {
-	x := &clashTransfer{errc: make(chan error, 1), local: make(chan string, 1)}
+func startTransfer(t *testing.T, proxy *url.URL, target string, roots *x509.CertPool) *transfer {
+	x := &transfer{errc: make(chan error, 1), local: make(chan string, 1)}
 	dialer := &net.Dialer{}
 	tr := &http.Transport{
 		Proxy:           http.ProxyURL(proxy),
@@ -315,20 +315,20 @@ func clashStartTransfer(t *testing.T, proxy *url.URL, target string, roots *x509
 }
 
 // wait returns the error the client saw.
-func (x *clashTransfer) wait(t *testing.T) error {
+func (x *transfer) wait(t *testing.T) error {
 	t.Helper()
 	select {
 	case err := <-x.errc:
 		x.errc <- err // for the cleanup
 		return err
-	case <-time.After(clashTimeout):
+	case <-time.After(testTimeout):
 		t.Fatal("the transfer did not end")
 		return nil
 	}
 }
 
-// clashSnapshotJSON mirrors a /connections message for the tests.
-type clashSnapshotJSON struct {
+// snapshotJSON mirrors a /connections message for the tests.
+type snapshotJSON struct {
 	DownloadTotal uint64 `json:"downloadTotal"`
 	UploadTotal   uint64 `json:"uploadTotal"`
 	Connections   []struct {
@@ -345,10 +345,10 @@ type clashSnapshotJSON struct {
 	Memory uint64 `json:"memory"`
 }
 
-// TestClashShapes checks every answer against the documented examples, and
+// TestShapes checks every answer against the documented examples, and
 // the values of live connections against what the proxy and the clients
 // know: a plain request, a CONNECT tunnel and a request by host name.
-func TestClashShapes(t *testing.T) {
+func TestShapes(t *testing.T) {
 	plain := streamServer(false)
 	t.Cleanup(plain.Close)
 	secure := streamServer(true)
@@ -357,20 +357,20 @@ func TestClashShapes(t *testing.T) {
 	roots.AddCert(secure.Certificate())
 
 	p, pu := startProxy(t)
-	_, srv := clashStartAPI(t, p, &clash.ClashOptions{ProxyAddr: pu.Host})
+	_, srv := startAPI(t, p, &clash.Options{ProxyAddr: pu.Host})
 
 	_, plainPort, _ := net.SplitHostPort(strings.TrimPrefix(plain.URL, "http://"))
 	_, securePort, _ := net.SplitHostPort(strings.TrimPrefix(secure.URL, "https://"))
-	byIP := clashStartTransfer(t, pu, plain.URL+"/ip", nil)
-	byName := clashStartTransfer(t, pu, "http://localhost:"+plainPort+"/name", nil)
-	tunnel := clashStartTransfer(t, pu, secure.URL+"/tunnel", roots)
+	byIP := startTransfer(t, pu, plain.URL+"/ip", nil)
+	byName := startTransfer(t, pu, "http://localhost:"+plainPort+"/name", nil)
+	tunnel := startTransfer(t, pu, secure.URL+"/tunnel", roots)
 	locals := map[string]string{"/ip": <-byIP.local, "/name": <-byName.local, "/tunnel": <-tunnel.local}
 
 	// Wait until all three move bytes, then check the snapshot.
-	var snap clashSnapshotJSON
+	var snap snapshotJSON
 	var raw []byte
 	for {
-		_, raw = clashDo(t, srv, clashRequest{path: "/connections"})
+		_, raw = do(t, srv, apiRequest{path: "/connections"})
 		if err := json.Unmarshal(raw, &snap); err != nil {
 			t.Fatalf("%v in %s", err, raw)
 		}
@@ -385,7 +385,7 @@ func TestClashShapes(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	clashShapeOf(t, "/connections", clashExampleSnapshot, raw)
+	shapeOf(t, "/connections", exampleSnapshot, raw)
 
 	live := map[string]proxywatch.ConnInfo{}
 	for _, ci := range p.Connections() {
@@ -449,45 +449,45 @@ func TestClashShapes(t *testing.T) {
 
 	// The other answers.
 	for _, x := range []struct{ path, example string }{
-		{"/", clashExampleHello},
-		{"/version", clashExampleVersion},
+		{"/", exampleHello},
+		{"/version", exampleVersion},
 	} {
-		resp, b := clashDo(t, srv, clashRequest{path: x.path})
+		resp, b := do(t, srv, apiRequest{path: x.path})
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 			t.Errorf("GET %s: %s %q", x.path, resp.Status, resp.Header.Get("Content-Type"))
 		}
-		clashShapeOf(t, x.path, x.example, b)
+		shapeOf(t, x.path, x.example, b)
 	}
-	_, b := clashDo(t, srv, clashRequest{path: "/version"})
-	if m := clashShapeOf(t, "/version", clashExampleVersion, b); m["meta"] != false || !strings.HasPrefix(m["version"].(string), "proxywatch ") {
+	_, b := do(t, srv, apiRequest{path: "/version"})
+	if m := shapeOf(t, "/version", exampleVersion, b); m["meta"] != false || !strings.HasPrefix(m["version"].(string), "proxywatch ") {
 		t.Errorf("/version = %s", b)
 	}
-	_, b = clashDo(t, srv, clashRequest{path: "/"})
+	_, b = do(t, srv, apiRequest{path: "/"})
 	if string(b) != `{"hello":"clash"}`+"\n" {
 		t.Errorf("GET / = %s", b)
 	}
-	resp, b := clashDo(t, srv, clashRequest{path: "/", header: http.Header{"Authorization": {"Bearer wrong"}}})
+	resp, b := do(t, srv, apiRequest{path: "/", header: http.Header{"Authorization": {"Bearer wrong"}}})
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("wrong secret: %s", resp.Status)
 	}
-	clashShapeOf(t, "401", clashExampleError, b)
+	shapeOf(t, "401", exampleError, b)
 
-	ws := clashDial(t, srv, "/traffic?token="+clashSecret, nil)
-	clashShapeOf(t, "/traffic", clashExampleTraffic, clashRead(t, ws))
-	ws = clashDial(t, srv, "/memory?token="+clashSecret, nil)
-	m := clashShapeOf(t, "/memory", clashExampleMemory, clashRead(t, ws))
+	ws := dial(t, srv, "/traffic?token="+testSecret, nil)
+	shapeOf(t, "/traffic", exampleTraffic, read(t, ws))
+	ws = dial(t, srv, "/memory?token="+testSecret, nil)
+	m := shapeOf(t, "/memory", exampleMemory, read(t, ws))
 	if m["inuse"].(float64) <= 0 {
 		t.Errorf("/memory = %v: the process holds some memory", m)
 	}
-	ws = clashDial(t, srv, "/connections?token="+clashSecret, nil)
-	clashShapeOf(t, "/connections (WebSocket)", clashExampleSnapshot, clashRead(t, ws))
+	ws = dial(t, srv, "/connections?token="+testSecret, nil)
+	shapeOf(t, "/connections (WebSocket)", exampleSnapshot, read(t, ws))
 
 	logger := slog.New(p.SlogHandler())
-	plainLogs := clashDial(t, srv, "/logs?token="+clashSecret, nil)
-	structLogs := clashDial(t, srv, "/logs?format=structured&level=debug&token="+clashSecret, nil)
+	plainLogs := dial(t, srv, "/logs?token="+testSecret, nil)
+	structLogs := dial(t, srv, "/logs?format=structured&level=debug&token="+testSecret, nil)
 	logger.Warn("shape check", "k", "v")
-	clashShapeOf(t, "/logs", clashExampleLog, clashReadUntil(t, plainLogs, "shape check"))
-	clashShapeOf(t, "/logs?format=structured", clashExampleStructured, clashReadUntil(t, structLogs, "shape check"))
+	shapeOf(t, "/logs", exampleLog, readUntil(t, plainLogs, "shape check"))
+	shapeOf(t, "/logs?format=structured", exampleStructured, readUntil(t, structLogs, "shape check"))
 
 	// The minimal answers dashboards need.
 	for _, x := range []struct{ path, want string }{
@@ -495,7 +495,7 @@ func TestClashShapes(t *testing.T) {
 		{"/providers/proxies", `{"providers":{}}`},
 		{"/providers/rules", `{"providers":{}}`},
 	} {
-		if _, b := clashDo(t, srv, clashRequest{path: x.path}); strings.TrimSpace(string(b)) != x.want {
+		if _, b := do(t, srv, apiRequest{path: x.path}); strings.TrimSpace(string(b)) != x.want {
 			t.Errorf("GET %s = %s, want %s", x.path, b, x.want)
 		}
 	}
@@ -505,7 +505,7 @@ func TestClashShapes(t *testing.T) {
 			All             []string
 		}
 	}
-	_, b = clashDo(t, srv, clashRequest{path: "/proxies"})
+	_, b = do(t, srv, apiRequest{path: "/proxies"})
 	if err := json.Unmarshal(b, &proxies); err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +514,7 @@ func TestClashShapes(t *testing.T) {
 		t.Errorf("/proxies = %s", b)
 	}
 	var configs map[string]any
-	_, b = clashDo(t, srv, clashRequest{path: "/configs"})
+	_, b = do(t, srv, apiRequest{path: "/configs"})
 	if err := json.Unmarshal(b, &configs); err != nil {
 		t.Fatal(err)
 	}
@@ -533,48 +533,48 @@ func mustAtoi(t *testing.T, s string) int {
 	return n
 }
 
-// clashReadUntil reads messages until one contains text.
-func clashReadUntil(t *testing.T, ws *websocket.Conn, text string) []byte {
+// readUntil reads messages until one contains text.
+func readUntil(t *testing.T, ws *websocket.Conn, text string) []byte {
 	t.Helper()
 	for {
-		if b := clashRead(t, ws); strings.Contains(string(b), text) {
+		if b := read(t, ws); strings.Contains(string(b), text) {
 			return b
 		}
 	}
 }
 
-// TestClashAuth checks the secret the way Clash does: Bearer on HTTP,
+// TestAuth checks the secret the way Clash does: Bearer on HTTP,
 // ?token= on WebSocket upgrades only, 401 {"message":"Unauthorized"}
 // otherwise; and a generated secret when none is given.
-func TestClashAuth(t *testing.T) {
+func TestAuth(t *testing.T) {
 	p, _ := startProxy(t)
-	_, srv := clashStartAPI(t, p, nil)
+	_, srv := startAPI(t, p, nil)
 	for _, x := range []struct {
 		name   string
 		header http.Header
 		path   string
 		want   int
 	}{
-		{"bearer", http.Header{"Authorization": {"Bearer " + clashSecret}}, "/version", 200},
-		{"bearer, other case", http.Header{"Authorization": {"bearer " + clashSecret}}, "/version", 200},
+		{"bearer", http.Header{"Authorization": {"Bearer " + testSecret}}, "/version", 200},
+		{"bearer, other case", http.Header{"Authorization": {"bearer " + testSecret}}, "/version", 200},
 		{"none", http.Header{"Authorization": nil}, "/version", 401},
 		{"wrong", http.Header{"Authorization": {"Bearer s3cre"}}, "/version", 401},
-		{"longer", http.Header{"Authorization": {"Bearer " + clashSecret + "x"}}, "/version", 401},
-		{"basic", http.Header{"Authorization": {"Basic " + clashSecret}}, "/version", 401},
-		{"token on plain HTTP", http.Header{"Authorization": nil}, "/version?token=" + clashSecret, 401},
+		{"longer", http.Header{"Authorization": {"Bearer " + testSecret + "x"}}, "/version", 401},
+		{"basic", http.Header{"Authorization": {"Basic " + testSecret}}, "/version", 401},
+		{"token on plain HTTP", http.Header{"Authorization": nil}, "/version?token=" + testSecret, 401},
 		{"unknown path, no secret", http.Header{"Authorization": nil}, "/nothing", 401},
-		{"unknown path", http.Header{"Authorization": {"Bearer " + clashSecret}}, "/nothing", 404},
+		{"unknown path", http.Header{"Authorization": {"Bearer " + testSecret}}, "/nothing", 404},
 		{"DELETE without secret", http.Header{"Authorization": nil}, "/connections", 401},
 	} {
 		method := http.MethodGet
 		if strings.HasPrefix(x.name, "DELETE") {
 			method = http.MethodDelete
 		}
-		resp, b := clashDo(t, srv, clashRequest{method: method, path: x.path, header: x.header})
+		resp, b := do(t, srv, apiRequest{method: method, path: x.path, header: x.header})
 		if resp.StatusCode != x.want {
 			t.Errorf("%s: %s, want %d", x.name, resp.Status, x.want)
 		}
-		if x.want == 401 && strings.TrimSpace(string(b)) != clashExampleError {
+		if x.want == 401 && strings.TrimSpace(string(b)) != exampleError {
 			t.Errorf("%s: body %s", x.name, b)
 		}
 	}
@@ -583,21 +583,21 @@ func TestClashAuth(t *testing.T) {
 		header     http.Header
 		want       int
 	}{
-		{"token", "/traffic?token=" + clashSecret, nil, 101},
+		{"token", "/traffic?token=" + testSecret, nil, 101},
 		{"wrong token", "/traffic?token=nope", nil, 401},
-		{"two tokens", "/traffic?token=" + clashSecret + "&token=" + clashSecret, nil, 401},
+		{"two tokens", "/traffic?token=" + testSecret + "&token=" + testSecret, nil, 401},
 		{"no token", "/traffic", nil, 401},
-		{"bearer header instead", "/traffic", http.Header{"Authorization": {"Bearer " + clashSecret}}, 101},
-		{"wrong token beats the header", "/traffic?token=nope", http.Header{"Authorization": {"Bearer " + clashSecret}}, 401},
-		{"logs", "/logs?level=info&token=" + clashSecret, nil, 101},
+		{"bearer header instead", "/traffic", http.Header{"Authorization": {"Bearer " + testSecret}}, 101},
+		{"wrong token beats the header", "/traffic?token=nope", http.Header{"Authorization": {"Bearer " + testSecret}}, 401},
+		{"logs", "/logs?level=info&token=" + testSecret, nil, 101},
 	} {
-		if got := clashDialStatus(t, srv, x.path, x.header); got != x.want {
+		if got := dialStatus(t, srv, x.path, x.header); got != x.want {
 			t.Errorf("WebSocket %s: %d, want %d", x.name, got, x.want)
 		}
 	}
 
 	// No secret given: a random one, required.
-	api := clash.NewClashAPI(p, nil)
+	api := clash.New(p, nil)
 	defer api.Close()
 	gen := httptest.NewServer(api)
 	defer gen.Close()
@@ -621,21 +621,21 @@ func TestClashAuth(t *testing.T) {
 			t.Errorf("generated secret, Authorization %q: %s, want %d", x.auth, resp.Status, x.want)
 		}
 	}
-	if other := clash.NewClashAPI(p, nil); other.Secret() == api.Secret() {
+	if other := clash.New(p, nil); other.Secret() == api.Secret() {
 		t.Error("two generated secrets are equal")
 	} else {
 		other.Close()
 	}
 }
 
-// TestClashCORS checks the origin policy: a listed origin gets CORS headers
+// TestCORS checks the origin policy: a listed origin gets CORS headers
 // (its own origin, never "*") and its preflights answered, Private Network
 // Access included; a foreign one is refused on every path, WebSockets
 // included; the API's own origin and non-browsers need nothing.
-func TestClashCORS(t *testing.T) {
+func TestCORS(t *testing.T) {
 	p, _ := startProxy(t)
 	const dashboard = "http://dashboard.example:8080"
-	_, srv := clashStartAPI(t, p, &clash.ClashOptions{AllowedOrigins: []string{dashboard + "/"}})
+	_, srv := startAPI(t, p, &clash.Options{AllowedOrigins: []string{dashboard + "/"}})
 	preflight := func(origin string) http.Header {
 		return http.Header{
 			"Origin":                                 {origin},
@@ -646,7 +646,7 @@ func TestClashCORS(t *testing.T) {
 		}
 	}
 
-	resp, _ := clashDo(t, srv, clashRequest{method: http.MethodOptions, path: "/connections/12", header: preflight(dashboard)})
+	resp, _ := do(t, srv, apiRequest{method: http.MethodOptions, path: "/connections/12", header: preflight(dashboard)})
 	h := resp.Header
 	if resp.StatusCode != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != dashboard ||
 		!strings.Contains(h.Get("Access-Control-Allow-Methods"), "DELETE") ||
@@ -655,51 +655,51 @@ func TestClashCORS(t *testing.T) {
 		h.Get("Access-Control-Allow-Private-Network") != "true" || h.Get("Access-Control-Max-Age") != "300" {
 		t.Errorf("preflight from the dashboard: %s %v", resp.Status, h)
 	}
-	resp, _ = clashDo(t, srv, clashRequest{path: "/version", header: http.Header{"Origin": {dashboard}}})
+	resp, _ = do(t, srv, apiRequest{path: "/version", header: http.Header{"Origin": {dashboard}}})
 	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != dashboard ||
 		!slices.Contains(resp.Header.Values("Vary"), "Origin") {
 		t.Errorf("GET from the dashboard: %s %v", resp.Status, resp.Header)
 	}
 
 	for _, foreign := range []string{"http://evil.example", "null", "http://dashboard.example:8081", "https://dashboard.example:8080"} {
-		resp, _ := clashDo(t, srv, clashRequest{method: http.MethodOptions, path: "/connections", header: preflight(foreign)})
+		resp, _ := do(t, srv, apiRequest{method: http.MethodOptions, path: "/connections", header: preflight(foreign)})
 		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("preflight from %s: %s %v", foreign, resp.Status, resp.Header)
 		}
-		resp, _ = clashDo(t, srv, clashRequest{method: http.MethodDelete, path: "/connections", header: http.Header{"Origin": {foreign}}})
+		resp, _ = do(t, srv, apiRequest{method: http.MethodDelete, path: "/connections", header: http.Header{"Origin": {foreign}}})
 		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("DELETE with the secret from %s: %s", foreign, resp.Status)
 		}
-		if got := clashDialStatus(t, srv, "/logs?token="+clashSecret, http.Header{"Origin": {foreign}}); got != http.StatusForbidden {
+		if got := dialStatus(t, srv, "/logs?token="+testSecret, http.Header{"Origin": {foreign}}); got != http.StatusForbidden {
 			t.Errorf("WebSocket with the token from %s: %d, want 403", foreign, got)
 		}
 	}
 
 	// The API's own origin (a dashboard served by the same server) and
 	// programs, which send no Origin.
-	if got := clashDialStatus(t, srv, "/logs?token="+clashSecret, http.Header{"Origin": {srv.URL}}); got != 101 {
+	if got := dialStatus(t, srv, "/logs?token="+testSecret, http.Header{"Origin": {srv.URL}}); got != 101 {
 		t.Errorf("same-origin WebSocket: %d", got)
 	}
-	if got := clashDialStatus(t, srv, "/logs?token="+clashSecret, http.Header{"Origin": {dashboard}}); got != 101 {
+	if got := dialStatus(t, srv, "/logs?token="+testSecret, http.Header{"Origin": {dashboard}}); got != 101 {
 		t.Errorf("WebSocket from the dashboard: %d", got)
 	}
-	resp, _ = clashDo(t, srv, clashRequest{path: "/version", header: http.Header{"Origin": {srv.URL}}})
+	resp, _ = do(t, srv, apiRequest{path: "/version", header: http.Header{"Origin": {srv.URL}}})
 	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("same-origin GET: %s %v", resp.Status, resp.Header)
 	}
 
 	// AllowAnyOrigin, explicitly.
-	_, anySrv := clashStartAPI(t, p, &clash.ClashOptions{AllowAnyOrigin: true})
-	resp, _ = clashDo(t, anySrv, clashRequest{method: http.MethodOptions, path: "/version", header: preflight("http://anything.example")})
+	_, anySrv := startAPI(t, p, &clash.Options{AllowAnyOrigin: true})
+	resp, _ = do(t, anySrv, apiRequest{method: http.MethodOptions, path: "/version", header: preflight("http://anything.example")})
 	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "http://anything.example" {
 		t.Errorf("AllowAnyOrigin preflight: %s %v", resp.Status, resp.Header)
 	}
 }
 
-// TestClashDeleteEndsTransfers closes in-flight transfers through DELETE
+// TestDeleteEndsTransfers closes in-flight transfers through DELETE
 // /connections/{id} and DELETE /connections: each client sees an error, the
 // others go on, and the pushed list (WebSocket, ?interval=) empties.
-func TestClashDeleteEndsTransfers(t *testing.T) {
+func TestDeleteEndsTransfers(t *testing.T) {
 	plain := streamServer(false)
 	t.Cleanup(plain.Close)
 	secure := streamServer(true)
@@ -708,18 +708,18 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 	roots.AddCert(secure.Certificate())
 
 	p, pu := startProxy(t)
-	_, srv := clashStartAPI(t, p, nil)
-	ws := clashDial(t, srv, "/connections?interval=30&token="+clashSecret, nil)
+	_, srv := startAPI(t, p, nil)
+	ws := dial(t, srv, "/connections?interval=30&token="+testSecret, nil)
 
-	transfers := map[string]*clashTransfer{
-		"/one":   clashStartTransfer(t, pu, plain.URL+"/one", nil),
-		"/two":   clashStartTransfer(t, pu, plain.URL+"/two", nil),
-		"tunnel": clashStartTransfer(t, pu, secure.URL+"/three", roots),
+	transfers := map[string]*transfer{
+		"/one":   startTransfer(t, pu, plain.URL+"/one", nil),
+		"/two":   startTransfer(t, pu, plain.URL+"/two", nil),
+		"tunnel": startTransfer(t, pu, secure.URL+"/three", roots),
 	}
 	ids := map[string]string{}
 	for len(ids) < 3 {
-		var snap clashSnapshotJSON
-		clashReadJSON(t, ws, &snap)
+		var snap snapshotJSON
+		readJSON(t, ws, &snap)
 		clear(ids)
 		for _, c := range snap.Connections {
 			switch {
@@ -734,7 +734,7 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 		}
 	}
 
-	resp, _ := clashDo(t, srv, clashRequest{method: http.MethodDelete, path: "/connections/" + ids["/one"]})
+	resp, _ := do(t, srv, apiRequest{method: http.MethodDelete, path: "/connections/" + ids["/one"]})
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE /connections/%s: %s", ids["/one"], resp.Status)
 	}
@@ -749,12 +749,12 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 	}
 	// Unknown and malformed ids get 204, as in Clash.
 	for _, id := range []string{"999999", "5d2c0e1a-7a9b-4f0e-9a53-3b1f2c7e8d11"} {
-		if resp, _ := clashDo(t, srv, clashRequest{method: http.MethodDelete, path: "/connections/" + id}); resp.StatusCode != 204 {
+		if resp, _ := do(t, srv, apiRequest{method: http.MethodDelete, path: "/connections/" + id}); resp.StatusCode != 204 {
 			t.Errorf("DELETE unknown %s: %s", id, resp.Status)
 		}
 	}
 
-	resp, _ = clashDo(t, srv, clashRequest{method: http.MethodDelete, path: "/connections"})
+	resp, _ = do(t, srv, apiRequest{method: http.MethodDelete, path: "/connections"})
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE /connections: %s", resp.Status)
 	}
@@ -772,8 +772,8 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 	// The pushed list empties: never null.
 	for {
 		var raw []byte
-		var snap clashSnapshotJSON
-		raw = clashReadJSON(t, ws, &snap)
+		var snap snapshotJSON
+		raw = readJSON(t, ws, &snap)
 		if len(snap.Connections) == 0 {
 			if !strings.Contains(string(raw), `"connections":[]`) {
 				t.Errorf("empty list is not []: %s", raw)
@@ -783,23 +783,23 @@ func TestClashDeleteEndsTransfers(t *testing.T) {
 	}
 }
 
-// TestClashTrafficStream checks /traffic over a WebSocket and over a
+// TestTrafficStream checks /traffic over a WebSocket and over a
 // streaming GET: one message per interval (never faster), bytes per second
 // while a transfer runs, exact zeros once nothing moves, growing totals.
-func TestClashTrafficStream(t *testing.T) {
+func TestTrafficStream(t *testing.T) {
 	plain := streamServer(false)
 	t.Cleanup(plain.Close)
 	p, pu := startProxy(t)
 	const every = 50 * time.Millisecond
-	_, srv := clashStartAPI(t, p, &clash.ClashOptions{TrafficInterval: every})
-	ws := clashDial(t, srv, "/traffic?token="+clashSecret, nil)
+	_, srv := startAPI(t, p, &clash.Options{TrafficInterval: every})
+	ws := dial(t, srv, "/traffic?token="+testSecret, nil)
 
 	type traffic struct{ Up, Down, UpTotal, DownTotal uint64 }
-	x := clashStartTransfer(t, pu, plain.URL+"/t", nil)
+	x := startTransfer(t, pu, plain.URL+"/t", nil)
 	var prev traffic
 	for moving := 0; moving < 3; {
 		var tr traffic
-		clashReadJSON(t, ws, &tr)
+		readJSON(t, ws, &tr)
 		if tr.UpTotal < prev.UpTotal || tr.DownTotal < prev.DownTotal {
 			t.Fatalf("totals went back: %+v after %+v", tr, prev)
 		}
@@ -814,7 +814,7 @@ func TestClashTrafficStream(t *testing.T) {
 	start := time.Now()
 	const n = 5
 	for range n {
-		clashRead(t, ws)
+		read(t, ws)
 	}
 	if elapsed := time.Since(start); elapsed < (n-1)*every {
 		t.Errorf("%d messages in %v: faster than one per %v", n, elapsed, every)
@@ -824,8 +824,8 @@ func TestClashTrafficStream(t *testing.T) {
 	x.wait(t)
 	for {
 		var a, b traffic
-		clashReadJSON(t, ws, &a)
-		clashReadJSON(t, ws, &b)
+		readJSON(t, ws, &a)
+		readJSON(t, ws, &b)
 		if a.UpTotal == b.UpTotal && a.DownTotal == b.DownTotal {
 			if b.Up != 0 || b.Down != 0 {
 				t.Errorf("nothing moved, yet %+v", b)
@@ -839,7 +839,7 @@ func TestClashTrafficStream(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/traffic", nil)
-	req.Header.Set("Authorization", "Bearer "+clashSecret)
+	req.Header.Set("Authorization", "Bearer "+testSecret)
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -850,21 +850,21 @@ func TestClashTrafficStream(t *testing.T) {
 		if !sc.Scan() {
 			t.Fatalf("stream ended: %v", sc.Err())
 		}
-		clashShapeOf(t, "GET /traffic", clashExampleTraffic, sc.Bytes())
+		shapeOf(t, "GET /traffic", exampleTraffic, sc.Bytes())
 	}
 }
 
-// TestClashConnectionsInterval checks ?interval=: the first snapshot at once
+// TestConnectionsInterval checks ?interval=: the first snapshot at once
 // (even with an hour's interval), then one per interval, never faster than
 // MinConnectionsInterval, and 400 for a malformed value.
-func TestClashConnectionsInterval(t *testing.T) {
+func TestConnectionsInterval(t *testing.T) {
 	p, _ := startProxy(t)
 	const floor = 60 * time.Millisecond
-	_, srv := clashStartAPI(t, p, &clash.ClashOptions{MinConnectionsInterval: floor})
+	_, srv := startAPI(t, p, &clash.Options{MinConnectionsInterval: floor})
 
-	hour := clashDial(t, srv, "/connections?interval=3600000&token="+clashSecret, nil)
-	var snap clashSnapshotJSON
-	if raw := clashReadJSON(t, hour, &snap); !strings.Contains(string(raw), `"connections":[]`) {
+	hour := dial(t, srv, "/connections?interval=3600000&token="+testSecret, nil)
+	var snap snapshotJSON
+	if raw := readJSON(t, hour, &snap); !strings.Contains(string(raw), `"connections":[]`) {
 		t.Errorf("no connections is not []: %s", raw)
 	}
 
@@ -872,42 +872,42 @@ func TestClashConnectionsInterval(t *testing.T) {
 		query string
 		least time.Duration
 	}{{"interval=80", 80 * time.Millisecond}, {"interval=1", floor}} {
-		ws := clashDial(t, srv, "/connections?"+x.query+"&token="+clashSecret, nil)
-		clashRead(t, ws)
+		ws := dial(t, srv, "/connections?"+x.query+"&token="+testSecret, nil)
+		read(t, ws)
 		start := time.Now()
 		const n = 4
 		for range n {
-			clashRead(t, ws)
+			read(t, ws)
 		}
 		if elapsed := time.Since(start); elapsed < (n-1)*x.least {
 			t.Errorf("%s: %d snapshots in %v, faster than one per %v", x.query, n, elapsed, x.least)
 		}
 	}
 	for _, bad := range []string{"abc", "0", "-5", "1.5"} {
-		resp, b := clashDo(t, srv, clashRequest{path: "/connections?interval=" + bad})
+		resp, b := do(t, srv, apiRequest{path: "/connections?interval=" + bad})
 		if resp.StatusCode != http.StatusBadRequest || strings.TrimSpace(string(b)) != `{"message":"Body invalid"}` {
 			t.Errorf("interval=%s: %s %s", bad, resp.Status, b)
 		}
 	}
 }
 
-// TestClashLogs checks /logs: server-side level filtering with Clash's level
+// TestLogs checks /logs: server-side level filtering with Clash's level
 // names, both formats, the connection id in the fields, a streaming GET,
 // "silent", and 400 for an unknown level.
-func TestClashLogs(t *testing.T) {
+func TestLogs(t *testing.T) {
 	p, _ := startProxy(t)
-	api, srv := clashStartAPI(t, p, nil)
+	api, srv := startAPI(t, p, nil)
 	logger := slog.New(p.SlogHandler())
 
-	warn := clashDial(t, srv, "/logs?level=warning&token="+clashSecret, nil)
-	def := clashDial(t, srv, "/logs?token="+clashSecret, nil)
-	structured := clashDial(t, srv, "/logs?level=debug&format=structured&token="+clashSecret, nil)
-	silent := clashDial(t, srv, "/logs?level=silent&token="+clashSecret, nil)
+	warn := dial(t, srv, "/logs?level=warning&token="+testSecret, nil)
+	def := dial(t, srv, "/logs?token="+testSecret, nil)
+	structured := dial(t, srv, "/logs?level=debug&format=structured&token="+testSecret, nil)
+	silent := dial(t, srv, "/logs?level=silent&token="+testSecret, nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/logs?level=error", nil)
-	req.Header.Set("Authorization", "Bearer "+clashSecret)
+	req.Header.Set("Authorization", "Bearer "+testSecret)
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -923,14 +923,14 @@ func TestClashLogs(t *testing.T) {
 	var got []line
 	for range 2 {
 		var l line
-		clashReadJSON(t, warn, &l)
+		readJSON(t, warn, &l)
 		got = append(got, l)
 	}
 	if want := []line{{"warning", `w1 k="v w"`}, {"error", "e1 n=3"}}; !slices.Equal(got, want) {
 		t.Errorf("level=warning got %v, want %v", got, want)
 	}
 	var l line
-	if clashReadJSON(t, def, &l); l != (line{"info", "i1"}) {
+	if readJSON(t, def, &l); l != (line{"info", "i1"}) {
 		t.Errorf("default level: first line %v, want info i1", l)
 	}
 	type sline struct {
@@ -940,7 +940,7 @@ func TestClashLogs(t *testing.T) {
 	var sl []sline
 	for range 4 {
 		var s sline
-		clashReadJSON(t, structured, &s)
+		readJSON(t, structured, &s)
 		sl = append(sl, s)
 	}
 	for i, want := range []string{"debug", "info", "warn", "error"} {
@@ -958,12 +958,12 @@ func TestClashLogs(t *testing.T) {
 
 	// A record of a connection carries its id, the one /connections shows.
 	logger.Warn("about a connection", "conn", proxywatch.ConnID(42))
-	if b := clashReadUntil(t, warn, "about a connection"); !strings.Contains(string(b), "conn=42") {
+	if b := readUntil(t, warn, "about a connection"); !strings.Contains(string(b), "conn=42") {
 		t.Errorf("connection id missing: %s", b)
 	}
 
 	for _, bad := range []string{"verbose", "WARNINGS", "3"} {
-		resp, b := clashDo(t, srv, clashRequest{path: "/logs?level=" + bad})
+		resp, b := do(t, srv, apiRequest{path: "/logs?level=" + bad})
 		if resp.StatusCode != http.StatusBadRequest || strings.TrimSpace(string(b)) != `{"message":"Body invalid"}` {
 			t.Errorf("level=%s: %s %s", bad, resp.Status, b)
 		}
@@ -971,18 +971,18 @@ func TestClashLogs(t *testing.T) {
 
 	// silent got nothing: the first thing it sees is the close frame.
 	api.Close()
-	silent.SetReadDeadline(time.Now().Add(clashTimeout))
+	silent.SetReadDeadline(time.Now().Add(testTimeout))
 	if typ, b, err := silent.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Errorf("level=silent: got %d %s %v, want only the close frame", typ, b, err)
 	}
 }
 
-// TestClashCloseEndsStreams opens every kind of stream, closes the API and
+// TestCloseEndsStreams opens every kind of stream, closes the API and
 // checks that each ends (1001 on WebSockets, end of body on GETs), that no
 // goroutine of the API is left, and that later streams get 503.
-func TestClashCloseEndsStreams(t *testing.T) {
+func TestCloseEndsStreams(t *testing.T) {
 	p, _ := startProxy(t)
-	api := clash.NewClashAPI(p, &clash.ClashOptions{Secret: clashSecret, TrafficInterval: 20 * time.Millisecond})
+	api := clash.New(p, &clash.Options{Secret: testSecret, TrafficInterval: 20 * time.Millisecond})
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -993,7 +993,7 @@ func TestClashCloseEndsStreams(t *testing.T) {
 		if strings.Contains(path, "?") {
 			sep = "&"
 		}
-		ws, _, err := websocket.DefaultDialer.Dial(clashWSURL(srv, path+sep+"token="+clashSecret), nil)
+		ws, _, err := websocket.DefaultDialer.Dial(wsURL(srv, path+sep+"token="+testSecret), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1005,7 +1005,7 @@ func TestClashCloseEndsStreams(t *testing.T) {
 	var bodies []io.ReadCloser
 	for _, path := range []string{"/traffic", "/memory", "/logs"} {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		req.Header.Set("Authorization", "Bearer "+clashSecret)
+		req.Header.Set("Authorization", "Bearer "+testSecret)
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)
@@ -1020,7 +1020,7 @@ func TestClashCloseEndsStreams(t *testing.T) {
 	api.Close()
 	for i, ws := range sockets {
 		for {
-			ws.SetReadDeadline(time.Now().Add(clashTimeout))
+			ws.SetReadDeadline(time.Now().Add(testTimeout))
 			if _, _, err := ws.ReadMessage(); err != nil {
 				if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 					t.Errorf("socket %d ended with %v, want 1001", i, err)
@@ -1044,42 +1044,42 @@ func TestClashCloseEndsStreams(t *testing.T) {
 	if n := api.Streams(); n != 0 {
 		t.Errorf("Streams() = %d after Close", n)
 	}
-	if got := clashDialStatus(t, srv, "/traffic?token="+clashSecret, nil); got != http.StatusServiceUnavailable {
+	if got := dialStatus(t, srv, "/traffic?token="+testSecret, nil); got != http.StatusServiceUnavailable {
 		t.Errorf("WebSocket after Close: %d, want 503", got)
 	}
-	if resp, _ := clashDo(t, srv, clashRequest{path: "/version"}); resp.StatusCode != 200 {
+	if resp, _ := do(t, srv, apiRequest{path: "/version"}); resp.StatusCode != 200 {
 		t.Errorf("plain request after Close: %s", resp.Status)
 	}
 	tr.CloseIdleConnections()
 	srv.Client().CloseIdleConnections()
 }
 
-// TestClashMaxStreams checks that streams beyond MaxStreams get 503 and
+// TestMaxStreams checks that streams beyond MaxStreams get 503 and
 // that a freed slot is reusable.
-func TestClashMaxStreams(t *testing.T) {
+func TestMaxStreams(t *testing.T) {
 	p, _ := startProxy(t)
-	api, srv := clashStartAPI(t, p, &clash.ClashOptions{MaxStreams: 2})
-	a := clashDial(t, srv, "/memory?token="+clashSecret, nil)
-	clashDial(t, srv, "/memory?token="+clashSecret, nil)
-	if got := clashDialStatus(t, srv, "/memory?token="+clashSecret, nil); got != http.StatusServiceUnavailable {
+	api, srv := startAPI(t, p, &clash.Options{MaxStreams: 2})
+	a := dial(t, srv, "/memory?token="+testSecret, nil)
+	dial(t, srv, "/memory?token="+testSecret, nil)
+	if got := dialStatus(t, srv, "/memory?token="+testSecret, nil); got != http.StatusServiceUnavailable {
 		t.Errorf("third stream: %d, want 503", got)
 	}
 	a.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	a.Close()
-	for deadline := time.Now().Add(clashTimeout); api.Streams() != 1; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(testTimeout); api.Streams() != 1; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("Streams() = %d after a client left", api.Streams())
 		}
 	}
-	clashDial(t, srv, "/memory?token="+clashSecret, nil)
+	dial(t, srv, "/memory?token="+testSecret, nil)
 }
 
-// TestClashUnsupported checks the honest refusals of what a forward proxy
+// TestUnsupported checks the honest refusals of what a forward proxy
 // without nodes, rules or a configuration file cannot do.
-func TestClashUnsupported(t *testing.T) {
+func TestUnsupported(t *testing.T) {
 	p, _ := startProxy(t)
 	level := new(slog.LevelVar)
-	_, srv := clashStartAPI(t, p, &clash.ClashOptions{LogLevel: level})
+	_, srv := startAPI(t, p, &clash.Options{LogLevel: level})
 	for _, x := range []struct {
 		method, path, body string
 		want               int
@@ -1109,7 +1109,7 @@ func TestClashUnsupported(t *testing.T) {
 		{"POST", "/version", "", 405},
 		{"GET", "/storage/zashboard", "", 404},
 	} {
-		resp, b := clashDo(t, srv, clashRequest{method: x.method, path: x.path, body: x.body})
+		resp, b := do(t, srv, apiRequest{method: x.method, path: x.path, body: x.body})
 		if resp.StatusCode != x.want {
 			t.Errorf("%s %s %s: %s %s, want %d", x.method, x.path, x.body, resp.Status, b, x.want)
 		}
@@ -1123,10 +1123,10 @@ func TestClashUnsupported(t *testing.T) {
 	if level.Level() != slog.LevelInfo {
 		t.Errorf("a refused PATCH changed the level to %v", level.Level())
 	}
-	if resp, b := clashDo(t, srv, clashRequest{method: "PATCH", path: "/configs", body: `{"log-level":"warning"}`}); resp.StatusCode != 204 || level.Level() != slog.LevelWarn {
+	if resp, b := do(t, srv, apiRequest{method: "PATCH", path: "/configs", body: `{"log-level":"warning"}`}); resp.StatusCode != 204 || level.Level() != slog.LevelWarn {
 		t.Errorf("PATCH log-level: %s %s, level %v", resp.Status, b, level.Level())
 	}
-	if _, b := clashDo(t, srv, clashRequest{path: "/configs"}); !strings.Contains(string(b), `"log-level":"warning"`) {
+	if _, b := do(t, srv, apiRequest{path: "/configs"}); !strings.Contains(string(b), `"log-level":"warning"`) {
 		t.Errorf("/configs after PATCH: %s", b)
 	}
 }

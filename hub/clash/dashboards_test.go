@@ -47,8 +47,8 @@ import (
 // reads of every answer, that the transfer shows up in the pushed list with
 // its log lines, and that the dashboard's close button ends it.
 
-// clashBrowser sends requests as a browser does for a page of origin.
-type clashBrowser struct {
+// browser sends requests as a browser does for a page of origin.
+type browser struct {
 	t       *testing.T
 	srv     *httptest.Server
 	origin  string
@@ -59,7 +59,7 @@ type clashBrowser struct {
 // carries Authorization, so every one is preflighted), checks that it
 // allows the request, then sends the request and checks that the page may
 // read the answer.
-func (b *clashBrowser) fetch(method, path, body string) (*http.Response, []byte) {
+func (b *browser) fetch(method, path, body string) (*http.Response, []byte) {
 	t := b.t
 	t.Helper()
 	var names []string
@@ -67,7 +67,7 @@ func (b *clashBrowser) fetch(method, path, body string) (*http.Response, []byte)
 		names = append(names, strings.ToLower(k))
 	}
 	sort.Strings(names)
-	resp, _ := clashDo(t, b.srv, clashRequest{method: http.MethodOptions, path: path, header: http.Header{
+	resp, _ := do(t, b.srv, apiRequest{method: http.MethodOptions, path: path, header: http.Header{
 		"Origin":                         {b.origin},
 		"Access-Control-Request-Method":  {method},
 		"Access-Control-Request-Headers": {strings.Join(names, ",")},
@@ -87,7 +87,7 @@ func (b *clashBrowser) fetch(method, path, body string) (*http.Response, []byte)
 	for k, v := range b.headers {
 		h.Set(k, v)
 	}
-	resp, got := clashDo(t, b.srv, clashRequest{method: method, path: path, header: h, body: body})
+	resp, got := do(t, b.srv, apiRequest{method: method, path: path, header: h, body: body})
 	if resp.Header.Get("Access-Control-Allow-Origin") != b.origin {
 		t.Fatalf("%s %s: the page may not read the answer (%v)", method, path, resp.Header)
 	}
@@ -95,7 +95,7 @@ func (b *clashBrowser) fetch(method, path, body string) (*http.Response, []byte)
 }
 
 // getJSON fetches path and decodes it, as the dashboards' res.json() does.
-func (b *clashBrowser) getJSON(path string, v any) {
+func (b *browser) getJSON(path string, v any) {
 	b.t.Helper()
 	resp, body := b.fetch(http.MethodGet, path, "")
 	if resp.StatusCode != http.StatusOK {
@@ -107,20 +107,20 @@ func (b *clashBrowser) getJSON(path string, v any) {
 }
 
 // websocket opens a WebSocket as new WebSocket(url) does from the page.
-func (b *clashBrowser) websocket(pathAndQuery string) *websocket.Conn {
+func (b *browser) websocket(pathAndQuery string) *websocket.Conn {
 	b.t.Helper()
-	return clashDial(b.t, b.srv, pathAndQuery, http.Header{"Origin": {b.origin}})
+	return dial(b.t, b.srv, pathAndQuery, http.Header{"Origin": {b.origin}})
 }
 
 // What the dashboards read of the answers.
 type (
-	clashDashTraffic struct {
+	dashTraffic struct {
 		Up, Down *float64
 	}
-	clashDashMemory struct {
+	dashMemory struct {
 		Inuse *float64
 	}
-	clashDashConn struct {
+	dashConn struct {
 		ID       string `json:"id"`
 		Metadata struct {
 			Network, Type, SourceIP, DestinationIP, SourcePort, DestinationPort, Host, ProcessPath *string
@@ -130,26 +130,26 @@ type (
 		Chains           []string
 		Rule             *string
 	}
-	clashDashSnapshot struct {
+	dashSnapshot struct {
 		DownloadTotal, UploadTotal *float64
-		Connections                []clashDashConn
+		Connections                []dashConn
 	}
-	clashDashLog struct {
+	dashLog struct {
 		Type, Payload *string
 	}
 )
 
-// clashDashWaitConn reads snapshots until one lists a connection moving
+// dashWaitConn reads snapshots until one lists a connection moving
 // bytes whose URL ends with suffix, checking every field the dashboards read.
-func clashDashWaitConn(t *testing.T, ws *websocket.Conn, suffix string) string {
+func dashWaitConn(t *testing.T, ws *websocket.Conn, suffix string) string {
 	t.Helper()
 	for {
 		var raw map[string]json.RawMessage
-		b := clashReadJSON(t, ws, &raw)
+		b := readJSON(t, ws, &raw)
 		if string(raw["connections"]) == "null" {
 			t.Fatalf("connections is null: %s", b)
 		}
-		var snap clashDashSnapshot
+		var snap dashSnapshot
 		if err := json.Unmarshal(b, &snap); err != nil {
 			t.Fatal(err)
 		}
@@ -176,12 +176,12 @@ func clashDashWaitConn(t *testing.T, ws *websocket.Conn, suffix string) string {
 	}
 }
 
-// clashDashWaitLog reads log lines until one contains every text.
-func clashDashWaitLog(t *testing.T, ws *websocket.Conn, texts ...string) {
+// dashWaitLog reads log lines until one contains every text.
+func dashWaitLog(t *testing.T, ws *websocket.Conn, texts ...string) {
 	t.Helper()
 	for {
-		var l clashDashLog
-		b := clashReadJSON(t, ws, &l)
+		var l dashLog
+		b := readJSON(t, ws, &l)
 		if l.Type == nil || l.Payload == nil {
 			t.Fatalf("log line without type or payload: %s", b)
 		}
@@ -195,17 +195,17 @@ func clashDashWaitLog(t *testing.T, ws *websocket.Conn, texts ...string) {
 	}
 }
 
-func TestClashDashboardReplay(t *testing.T) {
+func TestDashboardReplay(t *testing.T) {
 	plain := streamServer(false)
 	t.Cleanup(plain.Close)
 	p, pu := startProxy(t)
 	const origin = "http://dashboard.example:9090"
-	_, srv := clashStartAPI(t, p, &clash.ClashOptions{AllowedOrigins: []string{origin}, ProxyAddr: pu.Host})
-	bearer := "Bearer " + clashSecret
+	_, srv := startAPI(t, p, &clash.Options{AllowedOrigins: []string{origin}, ProxyAddr: pu.Host})
+	bearer := "Bearer " + testSecret
 	logger := slog.New(p.SlogHandler())
 
 	t.Run("yacd", func(t *testing.T) {
-		b := &clashBrowser{t: t, srv: srv, origin: origin,
+		b := &browser{t: t, srv: srv, origin: origin,
 			headers: map[string]string{"Content-Type": "application/json", "Authorization": bearer}}
 		// The API check of its connection screen, then the app's queries.
 		var configs map[string]any
@@ -228,20 +228,20 @@ func TestClashDashboardReplay(t *testing.T) {
 			t.Fatalf("version %q proxies %v providers %v rules %v", version.Version, proxies.Proxies, providers.Providers, rules.Rules)
 		}
 
-		tw := b.websocket("/traffic?token=" + clashSecret)
-		logs := b.websocket("/logs?token=" + clashSecret + "&level=" + logLevel)
-		conns := b.websocket("/connections?token=" + clashSecret)
-		var tr clashDashTraffic
-		clashReadJSON(t, tw, &tr)
+		tw := b.websocket("/traffic?token=" + testSecret)
+		logs := b.websocket("/logs?token=" + testSecret + "&level=" + logLevel)
+		conns := b.websocket("/connections?token=" + testSecret)
+		var tr dashTraffic
+		readJSON(t, tw, &tr)
 		if tr.Up == nil || tr.Down == nil {
 			t.Errorf("traffic without up/down")
 		}
 
-		x := clashStartTransfer(t, pu, plain.URL+"/yacd", nil)
-		id := clashDashWaitConn(t, conns, "/yacd")
+		x := startTransfer(t, pu, plain.URL+"/yacd", nil)
+		id := dashWaitConn(t, conns, "/yacd")
 		// yacd asks for /configs "log-level", debug here: goproxy's own
 		// line about the request carries the connection's id.
-		clashDashWaitLog(t, logs, "/yacd", "conn="+id)
+		dashWaitLog(t, logs, "/yacd", "conn="+id)
 
 		// The fallback when the socket closes: a streaming GET.
 		ctx, cancel := context.WithCancel(context.Background())
@@ -270,7 +270,7 @@ func TestClashDashboardReplay(t *testing.T) {
 	})
 
 	t.Run("metacubexd", func(t *testing.T) {
-		b := &clashBrowser{t: t, srv: srv, origin: origin, headers: map[string]string{"Authorization": bearer}}
+		b := &browser{t: t, srv: srv, origin: origin, headers: map[string]string{"Authorization": bearer}}
 		if resp, _ := b.fetch(http.MethodGet, "/version", ""); resp.StatusCode/100 != 2 {
 			t.Fatalf("endpoint check: %s", resp.Status)
 		}
@@ -288,26 +288,26 @@ func TestClashDashboardReplay(t *testing.T) {
 			t.Fatalf("proxies %v providers %v rule providers %v", proxies, providers, ruleProviders)
 		}
 
-		conns := b.websocket("/connections?token=" + clashSecret)
-		tw := b.websocket("/traffic?token=" + clashSecret)
-		mem := b.websocket("/memory?token=" + clashSecret)
-		logs := b.websocket("/logs?token=" + clashSecret + "&level=info")
-		var m clashDashMemory
-		clashReadJSON(t, mem, &m)
+		conns := b.websocket("/connections?token=" + testSecret)
+		tw := b.websocket("/traffic?token=" + testSecret)
+		mem := b.websocket("/memory?token=" + testSecret)
+		logs := b.websocket("/logs?token=" + testSecret + "&level=info")
+		var m dashMemory
+		readJSON(t, mem, &m)
 		if m.Inuse == nil {
 			t.Error("memory without inuse")
 		}
-		var tr clashDashTraffic
-		clashReadJSON(t, tw, &tr)
+		var tr dashTraffic
+		readJSON(t, tw, &tr)
 
-		one := clashStartTransfer(t, pu, plain.URL+"/meta-one", nil)
-		two := clashStartTransfer(t, pu, plain.URL+"/meta-two", nil)
-		id := clashDashWaitConn(t, conns, "/meta-one")
-		clashDashWaitConn(t, conns, "/meta-two")
+		one := startTransfer(t, pu, plain.URL+"/meta-one", nil)
+		two := startTransfer(t, pu, plain.URL+"/meta-two", nil)
+		id := dashWaitConn(t, conns, "/meta-one")
+		dashWaitConn(t, conns, "/meta-two")
 		// At level=info goproxy's per-request lines (debug) are filtered out
 		// on the server; the program's own info lines come through.
 		logger.Info("metacubexd replay", "conn", id)
-		clashDashWaitLog(t, logs, "metacubexd replay", "conn="+id)
+		dashWaitLog(t, logs, "metacubexd replay", "conn="+id)
 
 		// Closing a row, then "close all".
 		if resp, _ := b.fetch(http.MethodDelete, "/connections/"+id, ""); resp.StatusCode/100 != 2 {
@@ -325,7 +325,7 @@ func TestClashDashboardReplay(t *testing.T) {
 	})
 
 	t.Run("zashboard", func(t *testing.T) {
-		b := &clashBrowser{t: t, srv: srv, origin: origin, headers: map[string]string{"Authorization": bearer}}
+		b := &browser{t: t, srv: srv, origin: origin, headers: map[string]string{"Authorization": bearer}}
 		if resp, _ := b.fetch(http.MethodGet, "/version", ""); resp.StatusCode != http.StatusOK {
 			t.Fatalf("probe: %s", resp.Status)
 		}
@@ -383,22 +383,22 @@ func TestClashDashboardReplay(t *testing.T) {
 			t.Errorf("rules %+v", rules)
 		}
 
-		conns := b.websocket("/connections?token=" + clashSecret)
-		tw := b.websocket("/traffic?token=" + clashSecret)
-		mem := b.websocket("/memory?token=" + clashSecret)
-		logs := b.websocket("/logs?token=" + clashSecret + "&level=info")
-		var m clashDashMemory
-		clashReadJSON(t, mem, &m)
-		var tr clashDashTraffic
-		clashReadJSON(t, tw, &tr)
+		conns := b.websocket("/connections?token=" + testSecret)
+		tw := b.websocket("/traffic?token=" + testSecret)
+		mem := b.websocket("/memory?token=" + testSecret)
+		logs := b.websocket("/logs?token=" + testSecret + "&level=info")
+		var m dashMemory
+		readJSON(t, mem, &m)
+		var tr dashTraffic
+		readJSON(t, tw, &tr)
 		if m.Inuse == nil || tr.Down == nil {
 			t.Errorf("memory %+v traffic %+v", m, tr)
 		}
 
-		x := clashStartTransfer(t, pu, plain.URL+"/zash", nil)
-		id := clashDashWaitConn(t, conns, "/zash")
+		x := startTransfer(t, pu, plain.URL+"/zash", nil)
+		id := dashWaitConn(t, conns, "/zash")
 		logger.Info("zashboard replay", "conn", id)
-		clashDashWaitLog(t, logs, "zashboard replay", "conn="+id)
+		dashWaitLog(t, logs, "zashboard replay", "conn="+id)
 		if resp, _ := b.fetch(http.MethodDelete, "/connections", ""); resp.StatusCode/100 != 2 {
 			t.Fatalf("DELETE /connections: %s", resp.Status)
 		}

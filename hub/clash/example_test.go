@@ -13,13 +13,13 @@ import (
 	"github.com/proxywatch/proxywatch/hub/clash"
 )
 
-// ExampleNewClashAPI serves the Clash API of a Proxy and talks to it the way
+// ExampleNew serves the Clash API of a Proxy and talks to it the way
 // a Clash dashboard does: HTTP with "Authorization: Bearer", WebSockets with
 // ?token=.
-func ExampleNewClashAPI() {
+func ExampleNew() {
 	p := proxywatch.New(nil) // serve it with p.ListenAndServe("127.0.0.1:8080")
 	defer p.Close()
-	api := clash.NewClashAPI(p, &clash.ClashOptions{
+	api := clash.New(p, &clash.Options{
 		Secret:         "s3cret",                          // leave it empty for a random one: api.Secret()
 		AllowedOrigins: []string{"http://127.0.0.1:5173"}, // where your dashboard is served from
 		ProxyAddr:      "127.0.0.1:8080",                  // reported by /configs

@@ -14,13 +14,13 @@ import (
 	"github.com/proxywatch/proxywatch"
 )
 
-// TestClashConnMapping pins how each kind of connection maps onto Clash's
+// TestConnMapping pins how each kind of connection maps onto Clash's
 // metadata, addresses of every form included.
-func TestClashConnMapping(t *testing.T) {
-	c := &ClashAPI{}
-	c.inboundIP, c.inboundPt, c.allowLAN, c.bindAddr = clashInbound("0.0.0.0:8080")
+func TestConnMapping(t *testing.T) {
+	c := &API{}
+	c.inboundIP, c.inboundPt, c.allowLAN, c.bindAddr = parseInbound("0.0.0.0:8080")
 	if c.inboundIP != "" || c.inboundPt != 8080 || !c.allowLAN || c.bindAddr != "*" {
-		t.Errorf("clashInbound(0.0.0.0:8080) = %q %d %v %q", c.inboundIP, c.inboundPt, c.allowLAN, c.bindAddr)
+		t.Errorf("parseInbound(0.0.0.0:8080) = %q %d %v %q", c.inboundIP, c.inboundPt, c.allowLAN, c.bindAddr)
 	}
 	start := time.Date(2025, 2, 28, 10, 15, 30, 123456789, time.UTC)
 	for _, x := range []struct {
@@ -39,7 +39,7 @@ func TestClashConnMapping(t *testing.T) {
 			"HTTP-MITM", "weird", "0", "example.com", "", "80"},
 	} {
 		x.ci.ID, x.ci.Start, x.ci.Up, x.ci.Down = 12, start, 5, 6
-		cc := c.clashConnFrom(x.ci)
+		cc := c.connFrom(x.ci)
 		md := cc.Metadata
 		got := []string{md.Type, md.SourceIP, md.SourcePort, md.Host, md.DestinationIP, md.DestinationPort}
 		want := []string{x.typ, x.srcIP, x.srcPort, x.host, x.dstIP, x.dp}
@@ -56,13 +56,13 @@ func TestClashConnMapping(t *testing.T) {
 	}
 }
 
-// TestClashLogDrops floods a /logs client that does not read with lines
+// TestLogDrops floods a /logs client that does not read with lines
 // larger than any socket buffer: what it gets afterwards, lines plus the
 // counts of its "dropped" notices, adds up to exactly what was logged.
-func TestClashLogDrops(t *testing.T) {
+func TestLogDrops(t *testing.T) {
 	p := proxywatch.New(nil)
 	defer p.Close()
-	c := newClashAPI(p, &ClashOptions{Secret: "s3cret", LogQueue: 4})
+	c := newAPI(p, &Options{Secret: "s3cret", LogQueue: 4})
 	srv := httptest.NewServer(c)
 	defer srv.Close()
 	defer c.Close()
@@ -84,7 +84,7 @@ func TestClashLogDrops(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d lines and %d dropped: %v", lines, dropped, err)
 		}
-		var l clashLog
+		var l logLine
 		if err := json.Unmarshal(b, &l); err != nil {
 			t.Fatal(err)
 		}
@@ -106,12 +106,12 @@ func TestClashLogDrops(t *testing.T) {
 	}
 }
 
-// TestClashStreamEndsOnWriteTimeout checks that a streaming GET whose client
+// TestStreamEndsOnWriteTimeout checks that a streaming GET whose client
 // never reads is ended by WriteWait, and its slot freed.
-func TestClashStreamEndsOnWriteTimeout(t *testing.T) {
+func TestStreamEndsOnWriteTimeout(t *testing.T) {
 	p := proxywatch.New(nil)
 	defer p.Close()
-	c := newClashAPI(p, &ClashOptions{Secret: "s3cret", LogQueue: 4, WriteWait: 50 * time.Millisecond})
+	c := newAPI(p, &Options{Secret: "s3cret", LogQueue: 4, WriteWait: 50 * time.Millisecond})
 	srv := httptest.NewServer(c)
 	defer srv.Close()
 	defer c.Close()
@@ -138,9 +138,9 @@ func TestClashStreamEndsOnWriteTimeout(t *testing.T) {
 	}
 }
 
-// TestClashLogEncoding pins both line formats: goproxy's lines carry their
+// TestLogEncoding pins both line formats: goproxy's lines carry their
 // arguments in the message already, the program's own records do not.
-func TestClashLogEncoding(t *testing.T) {
+func TestLogEncoding(t *testing.T) {
 	at := time.Date(2026, 11, 27, 10, 15, 30, 0, time.Local)
 	gp := proxywatch.LogRecord{Time: at, Level: slog.LevelInfo, Source: "goproxy", Conn: 12,
 		Message: "Accepting CONNECT to www.google.com:443", Attrs: []slog.Attr{slog.String("host", "www.google.com:443")}}
@@ -155,10 +155,10 @@ func TestClashLogEncoding(t *testing.T) {
 		{app, `{"type":"warning","payload":"quota user=\"a b\" n=3 empty=\"\" conn=7"}`,
 			`{"time":"10:15:30","level":"warn","message":"quota","fields":[{"key":"user","value":"a b"},{"key":"n","value":"3"},{"key":"empty","value":""},{"key":"conn","value":"7"}]}`},
 	} {
-		if got := string(clashEncodePlain(x.r)); got != x.plain {
+		if got := string(encodePlain(x.r)); got != x.plain {
 			t.Errorf("plain:\n got %s\nwant %s", got, x.plain)
 		}
-		if got := string(clashEncodeStructured(x.r)); got != x.structured {
+		if got := string(encodeStructured(x.r)); got != x.structured {
 			t.Errorf("structured:\n got %s\nwant %s", got, x.structured)
 		}
 	}

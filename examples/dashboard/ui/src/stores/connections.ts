@@ -1,6 +1,10 @@
 import { acceptHMRUpdate, defineStore } from 'pinia'
 import { ref, shallowRef } from 'vue'
-import { parseTime } from '../lib/format'
+import { splitIds } from '../api/batches'
+import { mergeClosed as merge } from '../assembly/closedHistory'
+import { applyEvents as applied, connEvents, isConnEvent } from '../assembly/connEvents'
+import { applyDelta } from '../assembly/connectionsDelta'
+import { forgetOlder, withoutClosed } from '../assembly/recentlyClosed'
 import type { Action, Conn, ConnEvent, ConnectionsDelta } from '../lib/protocol'
 import { useSocketStore } from './socket'
 
@@ -61,8 +65,7 @@ export const useConnectionsStore = defineStore('connections', () => {
     applySnapshot(list)
   }
 
-  // The server's live list as the connectionsDelta messages built it, by id
-  // (ids only grow, so insertion order is id order, as in a full list).
+  // The server's live list as the connectionsDelta messages built it, by id.
   const current = new Map<number, Conn>()
 
   /**
@@ -71,36 +74,18 @@ export const useConnectionsStore = defineStore('connections', () => {
    * what the full list of the same moment would.
    */
   function onDelta(d: ConnectionsDelta | null): void {
-    if (!d || typeof d !== 'object') return
-    if (d.full) current.clear()
-    if (Array.isArray(d.conns)) for (const c of d.conns) if (c && typeof c.id === 'number') current.set(c.id, c)
-    if (Array.isArray(d.moved)) {
-      for (const m of d.moved) {
-        const c = m && current.get(m.id)
-        if (!c) continue
-        const next = { ...c }
-        if (typeof m.up === 'number') next.up = m.up
-        if (typeof m.down === 'number') next.down = m.down
-        if (typeof m.upRate === 'number') next.upRate = m.upRate
-        if (typeof m.downRate === 'number') next.downRate = m.downRate
-        if (typeof m.status === 'number') next.status = m.status
-        current.set(m.id, next)
-      }
-    }
-    if (Array.isArray(d.removed)) for (const id of d.removed) current.delete(id)
-    onSnapshot([...current.values()])
+    if (applyDelta(current, d)) onSnapshot([...current.values()])
   }
 
   function applySnapshot(list: Conn[]): void {
     const now = Date.now()
-    for (const [id, t] of recentlyClosed) if (now - t > RECENTLY_CLOSED_MS) recentlyClosed.delete(id)
-    live.value = recentlyClosed.size ? list.filter((c) => !recentlyClosed.has(c.id)) : list
+    forgetOlder(recentlyClosed, now, RECENTLY_CLOSED_MS)
+    live.value = withoutClosed(list, recentlyClosed)
     snapshotAt.value = now
   }
 
   function onEvent(ev: ConnEvent): void {
-    if (!ev || !ev.conn || typeof ev.conn.id !== 'number') return
-    if (ev.event !== 'opened' && ev.event !== 'closed') return
+    if (!isConnEvent(ev)) return
     queue.push(ev)
     if (paused.value) {
       pending.value++
@@ -115,15 +100,10 @@ export const useConnectionsStore = defineStore('connections', () => {
    */
   function onEventBatch(batch: ConnEvent[] | null): void {
     if (!Array.isArray(batch)) return
-    let n = 0
-    for (const ev of batch) {
-      if (!ev || !ev.conn || typeof ev.conn.id !== 'number') continue
-      if (ev.event !== 'opened' && ev.event !== 'closed') continue
-      queue.push(ev)
-      n++
-    }
+    const events = connEvents(batch)
+    for (const ev of events) queue.push(ev)
     if (paused.value) {
-      pending.value += n
+      pending.value += events.length
       return
     }
     flush()
@@ -143,35 +123,15 @@ export const useConnectionsStore = defineStore('connections', () => {
 
   function applyEvents(events: ConnEvent[]): void {
     const now = Date.now()
-    const byId = new Map<number, Conn>()
-    for (const c of live.value) byId.set(c.id, c)
-    const ended: Conn[] = []
-    let changed = false
-    for (const ev of events) {
-      const c = ev.conn
-      if (ev.event === 'opened') {
-        if (!recentlyClosed.has(c.id) && !byId.has(c.id)) {
-          byId.set(c.id, c)
-          changed = true
-        }
-      } else {
-        recentlyClosed.set(c.id, now)
-        if (byId.delete(c.id)) changed = true
-        ended.push(c)
-      }
-    }
-    if (changed) live.value = [...byId.values()]
-    if (ended.length) mergeClosed(ended)
+    const r = applied(live.value, events, recentlyClosed)
+    for (const c of r.ended) recentlyClosed.set(c.id, now)
+    if (r.live !== live.value) live.value = r.live
+    if (r.ended.length) mergeClosed(r.ended)
   }
 
   /** mergeClosed adds closed entries (any order) to `closed`, newest first, deduplicated, capped. */
   function mergeClosed(entries: readonly Conn[]): void {
-    const byId = new Map<number, Conn>()
-    for (const c of closed.value) byId.set(c.id, c)
-    for (const c of entries) if (c && typeof c.id === 'number') byId.set(c.id, c)
-    const all = [...byId.values()]
-    all.sort((a, b) => endTime(b) - endTime(a) || b.id - a.id)
-    closed.value = all.length > HISTORY_CAP ? all.slice(0, HISTORY_CAP) : all
+    closed.value = merge(closed.value, entries, HISTORY_CAP)
   }
 
   function setPaused(p: boolean): void {
@@ -249,22 +209,8 @@ export const useConnectionsStore = defineStore('connections', () => {
   async function closeIds(ids: readonly number[]): Promise<number> {
     if (ids.length === 0) return 0
     const budget = Math.max(1024, socket.maxMessageBytes() - 256)
-    const batches: number[][] = []
-    let batch: number[] = []
-    let size = 64
-    for (const id of ids) {
-      const len = String(id).length + 1
-      if (batch.length && size + len > budget) {
-        batches.push(batch)
-        batch = []
-        size = 64
-      }
-      batch.push(id)
-      size += len
-    }
-    if (batch.length) batches.push(batch)
     let total = 0
-    for (const b of batches) total += await closedCount({ action: 'closeConnections', ids: b })
+    for (const b of splitIds(ids, budget)) total += await closedCount({ action: 'closeConnections', ids: b })
     return total
   }
 
@@ -302,10 +248,5 @@ export const useConnectionsStore = defineStore('connections', () => {
     closeAll,
   }
 })
-
-function endTime(c: Conn): number {
-  const t = parseTime(c.end)
-  return Number.isNaN(t) ? 0 : t
-}
 
 if (import.meta.hot) import.meta.hot.accept(acceptHMRUpdate(useConnectionsStore, import.meta.hot))

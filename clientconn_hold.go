@@ -152,17 +152,6 @@ func (c *trackedConn) holdStream() {
 	h.state.Store(holdStream)
 }
 
-// streamBody is the upstream body of a chunked MITM response: its reads
-// send what goproxy wrote of the bytes read before (holdStream).
-type streamBody struct {
-	*respBody
-}
-
-func (b streamBody) Read(p []byte) (int, error) {
-	b.e.client.holdStream()
-	return b.respBody.Read(p)
-}
-
 // The end of the body (the last chunk, then trailers) is written after
 // goproxy closes it, and goes with the first of what follows: goproxy reading
 // the connection for the next request, the next request's onRequest (when it

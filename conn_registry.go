@@ -109,30 +109,6 @@ type ConnEvent struct {
 	Conn  ConnInfo
 }
 
-// ConnObserver receives connection lifecycle events. See the package
-// documentation (# Observers) for the delivery contract.
-type ConnObserver interface {
-	ObserveConn(ConnEvent)
-}
-
-// ConnObserverFunc adapts a function to ConnObserver.
-type ConnObserverFunc func(ConnEvent)
-
-// ObserveConn calls f(e). It implements ConnObserver.
-func (f ConnObserverFunc) ObserveConn(e ConnEvent) { f(e) }
-
-// MultiConnObserver returns an observer that passes each event to every non-nil
-// observer in obs, in order.
-func MultiConnObserver(obs ...ConnObserver) ConnObserver {
-	return ConnObserverFunc(func(e ConnEvent) {
-		for _, o := range obs {
-			if o != nil {
-				o.ObserveConn(e)
-			}
-		}
-	})
-}
-
 // entry is one live connection in the registry. Its byte counters are the
 // only state the I/O path touches; everything else is guarded by registry.mu.
 //

@@ -386,30 +386,6 @@ func (q *logQueue) readyChan() <-chan struct{} {
 	return q.ready
 }
 
-// Observe starts delivering events to o, which must implement at least one of
-// TrafficObserver, ConnObserver and LogObserver; each it implements is used.
-// A LogObserver that also implements slog.Leveler says with Level the lowest
-// level it wants now (see the package documentation, # Logs).
-// o gets its own goroutine and queues (see the package documentation,
-// # Observers). The returned stop function removes o, delivers what was queued
-// for it and waits until o is no longer called; it is idempotent. Observe
-// panics if o implements none of the three interfaces.
-func (p *Proxy) Observe(o any) (stop func()) {
-	t, _ := o.(TrafficObserver)
-	c, _ := o.(ConnObserver)
-	l, _ := o.(LogObserver)
-	if t == nil && c == nil && l == nil {
-		panic("proxywatch: Observe of a value that implements no observer interface")
-	}
-	s := newSubscriber(t, c, l, p.obs.queue)
-	if !p.start() {
-		return func() {} // closed: nothing will ever be delivered
-	}
-	p.obs.add(s)
-	var once sync.Once
-	return func() { once.Do(func() { p.obs.remove(s) }) }
-}
-
 // offer queues v for s without blocking: when q is full, v is dropped and
 // counted. It reports whether v was queued.
 func offer[T any](o *observers, s *subscriber, q chan T, v T) bool {

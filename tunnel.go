@@ -1,0 +1,142 @@
+package proxywatch
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// tunnelConn is a CONNECT tunnel's upstream connection: what is written to it
+// came from the client (up), what is read from it goes to the client (down).
+// Its first Close ends the tunnel; goproxy closes it after both directions
+// finished (or one failed), so its counts are final then.
+type tunnelConn struct {
+	net.Conn
+	e    *entry
+	p    *Proxy
+	once sync.Once
+	err  error
+}
+
+// tunnelTCPConn keeps CloseWrite and CloseRead, without which goproxy drops
+// the tunnel's half-close semantics.
+type tunnelTCPConn struct {
+	*tunnelConn
+}
+
+var _ halfCloser = (*tunnelTCPConn)(nil)
+
+// CloseWrite and CloseRead are those of the wrapped connection, which the
+// dial checked has them.
+func (c *tunnelTCPConn) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
+
+func (c *tunnelTCPConn) CloseRead() error { return c.Conn.(halfCloser).CloseRead() }
+
+func (c *tunnelConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.e.down.Add(uint64(n))
+	}
+	if err != nil && !isEOF(err) {
+		c.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+	}
+	return n, err
+}
+
+func (c *tunnelConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.e.up.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (c *tunnelConn) Close() error {
+	c.once.Do(func() {
+		c.err = c.Conn.Close()
+		c.p.tunnelDone(c.e)
+	})
+	return c.err
+}
+
+// NetConn returns the wrapped connection.
+func (c *tunnelConn) NetConn() net.Conn { return c.Conn }
+
+func isEOF(err error) bool { return err == io.EOF || errors.Is(err, io.EOF) }
+
+// copyBufs are the buffers of copyPooled.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyPooled is io.Copy with a pooled buffer. net/http hands every plain
+// response body to the client connection's ReadFrom, where a bare
+// *net.TCPConn would allocate (and clear) a fresh 32 KiB buffer for each
+// response.
+func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	return io.CopyBuffer(dst, src, *buf)
+}
+
+// writerOnly hides a ReadFrom method so io.Copy falls back to Write.
+type writerOnly struct{ io.Writer }
+
+// ReadFrom copies the upstream side of a tunnel to the client. It splices
+// when r is a tunnel's upstream connection.
+func (c *trackedTCPConn) ReadFrom(r io.Reader) (int64, error) {
+	dst, ok1 := c.Conn.(*net.TCPConn)
+	t, ok2 := r.(*tunnelTCPConn)
+	if ok1 && ok2 {
+		if src, ok := t.Conn.(*net.TCPConn); ok {
+			n, err := spliceCopy(dst, src, func(n int64) {
+				t.e.down.Add(uint64(n))
+				c.wire.Add(uint64(n))
+			})
+			if err != nil {
+				if peerFailed(dst) {
+					c.noteErr(err) // writing to the client failed: it went away
+				} else {
+					t.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+				}
+			}
+			return n, err
+		}
+	}
+	return copyPooled(writerOnly{c}, r)
+}
+
+// ReadFrom copies the client side of a tunnel to the upstream. It splices
+// when r is the tunnel's client connection.
+func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
+	dst, ok1 := c.Conn.(*net.TCPConn)
+	t, ok2 := r.(*trackedTCPConn)
+	if ok1 && ok2 {
+		if src, ok := t.Conn.(*net.TCPConn); ok {
+			n, err := spliceCopy(dst, src, func(n int64) {
+				c.e.up.Add(uint64(n))
+				t.wire.Add(uint64(n))
+			})
+			if err != nil {
+				if peerFailed(dst) {
+					c.e.bodyErr.CompareAndSwap(nil, &errorBox{err}) // writing upstream failed
+				} else {
+					t.noteErr(err)
+				}
+			}
+			return n, err
+		}
+	}
+	return copyPooled(writerOnly{c}, r)
+}
+
+// tunnelDone ends a tunnel's connection when goproxy closed its upstream side.
+func (p *Proxy) tunnelDone(e *entry) {
+	reason, err := EndCompleted, error(nil)
+	switch {
+	case e.bodyErr.Load() != nil:
+		reason, err = EndUpstreamError, e.bodyErr.Load().err
+	case e.client.failure() != nil:
+		reason, err = EndClientClosed, e.client.failure()
+	}
+	p.end(e, reason, err)
+}

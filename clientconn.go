@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// trackedConn wraps every client connection the proxy accepts. It gives the
+// clientConn wraps every client connection the proxy accepts. It gives the
 // Proxy a handle that really closes the connection (also after goproxy hijacked
 // it for a tunnel, MITM or WebSocket), records wire activity for the idle
 // timeout, and notes how the client side ended. Its Read and Write do one
@@ -19,7 +19,7 @@ import (
 // connection needs: the CONNECT note and the request context value live
 // inside it, and the read-ahead state that only MITM requests use is
 // allocated by the first of them.
-type trackedConn struct {
+type clientConn struct {
 	net.Conn
 	p      *Proxy
 	remote string
@@ -50,11 +50,11 @@ type trackedConn struct {
 	lastChange int64 // monoNanos of when lastWire last changed; 0 before the first look
 }
 
-// trackedTCPConn is a trackedConn over a connection that can half-close.
+// clientTCPConn is a clientConn over a connection that can half-close.
 // goproxy only keeps a tunnel's half-close semantics when both sides have
 // CloseWrite and CloseRead, so the wrapper must keep them.
-type trackedTCPConn struct {
-	*trackedConn
+type clientTCPConn struct {
+	*clientConn
 }
 
 type halfCloser interface {
@@ -64,21 +64,21 @@ type halfCloser interface {
 
 // Interface guards.
 var (
-	_ halfCloser = (*trackedTCPConn)(nil)
+	_ halfCloser = (*clientTCPConn)(nil)
 	_ halfCloser = (*net.TCPConn)(nil)
 )
 
 // CloseWrite and CloseRead are those of the wrapped connection, which Accept
 // checked has them.
-func (c *trackedTCPConn) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
-func (c *trackedTCPConn) CloseRead() error  { return c.Conn.(halfCloser).CloseRead() }
+func (c *clientTCPConn) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
+func (c *clientTCPConn) CloseRead() error  { return c.Conn.(halfCloser).CloseRead() }
 
 type errorBox struct{ err error }
 
 // noteConnect notes a CONNECT of session id, made at start. A client
 // connection carries at most one CONNECT (goproxy hijacks it), and the first
 // note is kept.
-func (c *trackedConn) noteConnect(id ConnID, start time.Time) {
+func (c *clientConn) noteConnect(id ConnID, start time.Time) {
 	if c.connectID.Load() == 0 {
 		c.connectAt = start
 		c.connectID.Store(int64(id))
@@ -87,7 +87,7 @@ func (c *trackedConn) noteConnect(id ConnID, start time.Time) {
 
 // connectNote returns the session of the connection's CONNECT and when it
 // came; ok is false when it carried none (yet).
-func (c *trackedConn) connectNote() (id ConnID, start time.Time, ok bool) {
+func (c *clientConn) connectNote() (id ConnID, start time.Time, ok bool) {
 	if n := c.connectID.Load(); n != 0 {
 		return ConnID(n), c.connectAt, true
 	}
@@ -115,7 +115,7 @@ func deadlineTime(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-func (c *trackedConn) Read(b []byte) (int, error) {
+func (c *clientConn) Read(b []byte) (int, error) {
 	if a := c.ahead.Load(); a != nil {
 		if a.hold.state.Load() != holdNone {
 			c.flushHeld() // the reader may wait for the client, which waits for it
@@ -131,7 +131,7 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *trackedConn) Write(b []byte) (int, error) {
+func (c *clientConn) Write(b []byte) (int, error) {
 	if a := c.ahead.Load(); a != nil && a.hold.state.Load() != holdNone {
 		return c.writeHeld(&a.hold, b)
 	}
@@ -139,7 +139,7 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 }
 
 // writeWire writes b straight to the client connection, past any hold.
-func (c *trackedConn) writeWire(b []byte) (int, error) {
+func (c *clientConn) writeWire(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.account(n, err)
 	return n, err
@@ -147,7 +147,7 @@ func (c *trackedConn) writeWire(b []byte) (int, error) {
 
 // account counts n bytes moved on the client's wire and notes err, for
 // every read and write of the connection.
-func (c *trackedConn) account(n int, err error) {
+func (c *clientConn) account(n int, err error) {
 	if n > 0 {
 		c.wire.Add(uint64(n))
 	}
@@ -156,7 +156,7 @@ func (c *trackedConn) account(n int, err error) {
 	}
 }
 
-func (c *trackedConn) noteErr(err error) {
+func (c *clientConn) noteErr(err error) {
 	if isEOF(err) {
 		c.eof.Store(true)
 		return
@@ -175,12 +175,12 @@ func (c *trackedConn) noteErr(err error) {
 }
 
 // gone reports whether the client side has ended: it closed, reset or failed.
-func (c *trackedConn) gone() bool {
+func (c *clientConn) gone() bool {
 	return c != nil && (c.eof.Load() || c.failed.Load() != nil)
 }
 
 // failure returns the first I/O error on the client side other than EOF.
-func (c *trackedConn) failure() error {
+func (c *clientConn) failure() error {
 	if c == nil {
 		return nil
 	}
@@ -192,14 +192,14 @@ func (c *trackedConn) failure() error {
 
 // SetReadDeadline sets the read deadline, and remembers it for when a read
 // ahead is stopped.
-func (c *trackedConn) SetReadDeadline(t time.Time) error {
+func (c *clientConn) SetReadDeadline(t time.Time) error {
 	c.deadline.Store(deadlineNanos(t))
 	return c.Conn.SetReadDeadline(t)
 }
 
 // SetDeadline sets both deadlines, and remembers the read one for when a
 // read ahead is stopped. Held writes go first (SetWriteDeadline).
-func (c *trackedConn) SetDeadline(t time.Time) error {
+func (c *clientConn) SetDeadline(t time.Time) error {
 	c.flushHeld()
 	c.deadline.Store(deadlineNanos(t))
 	return c.Conn.SetDeadline(t)
@@ -209,15 +209,15 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 // under the one before: for the writer they were written already. (tls.Conn
 // sets a deadline in the past after its close_notify alert, which would
 // otherwise fail the held end of a response.)
-func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+func (c *clientConn) SetWriteDeadline(t time.Time) error {
 	c.flushHeld()
 	return c.Conn.SetWriteDeadline(t)
 }
 
 // Close closes the connection once and forgets it.
-func (c *trackedConn) Close() error {
+func (c *clientConn) Close() error {
 	c.closeOnce.Do(func() {
-		c.p.tracker.remove(c)
+		c.p.clients.remove(c)
 		c.flushHeld()
 		if err := c.Conn.Close(); err != nil {
 			c.closeErr = &errorBox{err}
@@ -235,6 +235,6 @@ func (c *trackedConn) Close() error {
 }
 
 // NetConn returns the wrapped connection.
-func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+func (c *clientConn) NetConn() net.Conn { return c.Conn }
 
-func (c *trackedConn) base() *trackedConn { return c }
+func (c *clientConn) base() *clientConn { return c }

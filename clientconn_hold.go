@@ -52,7 +52,7 @@ const holdMax = 16 << 10
 
 // holdNextWrite arms the hold on c: its next write waits for the one after.
 // Only the goroutine that writes the response may call it.
-func (c *trackedConn) holdNextWrite() {
+func (c *clientConn) holdNextWrite() {
 	a := c.ahead.Load()
 	if a == nil {
 		c.ahead.CompareAndSwap(nil, new(readAhead))
@@ -62,7 +62,7 @@ func (c *trackedConn) holdNextWrite() {
 }
 
 // writeHeld is Write while a hold is armed or holds a write.
-func (c *trackedConn) writeHeld(h *writeHold, b []byte) (int, error) {
+func (c *clientConn) writeHeld(h *writeHold, b []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch h.state.Load() {
@@ -113,7 +113,7 @@ const streamDirect = 4 << 10
 
 // writeWithHeld writes what h holds and b with one writev (on a TCP
 // connection), returning what of b was written. h.mu must be held.
-func (c *trackedConn) writeWithHeld(h *writeHold, b []byte) (int, error) {
+func (c *clientConn) writeWithHeld(h *writeHold, b []byte) (int, error) {
 	if h.buf == nil {
 		return c.writeWire(b)
 	}
@@ -132,7 +132,7 @@ func (c *trackedConn) writeWithHeld(h *writeHold, b []byte) (int, error) {
 // holdStream sends what is held and holds the writes that follow until the
 // next call, or until the hold ends (flushHeld). streamBody calls it before
 // each read of the upstream body.
-func (c *trackedConn) holdStream() {
+func (c *clientConn) holdStream() {
 	a := c.ahead.Load()
 	if a == nil {
 		c.ahead.CompareAndSwap(nil, new(readAhead))
@@ -166,7 +166,7 @@ func (h *writeHold) release() {
 }
 
 // flushHeld sends a held write, if there is one, and disarms the hold.
-func (c *trackedConn) flushHeld() {
+func (c *clientConn) flushHeld() {
 	a := c.ahead.Load()
 	if a == nil || a.hold.state.Load() == holdNone {
 		return

@@ -52,7 +52,7 @@ const readAheadAfter = 50 * time.Millisecond
 // the client gone (EOF or an error). The caller must know that nobody reads
 // the connection until the next Read of c, which cancels the read ahead, or
 // stops it if it started.
-func (c *trackedConn) watchGone(gone func()) {
+func (c *clientConn) watchGone(gone func()) {
 	a := c.ahead.Load()
 	if a == nil {
 		c.ahead.CompareAndSwap(nil, new(readAhead))
@@ -75,7 +75,7 @@ func (c *trackedConn) watchGone(gone func()) {
 // startAhead runs the due read ahead, on the timer's goroutine. A timer that
 // fired as the read ahead was taken back finds none due, or one due for the
 // next request, which it may start early: while one is due, nobody reads.
-func (c *trackedConn) startAhead(a *readAhead) {
+func (c *clientConn) startAhead(a *readAhead) {
 	a.mu.Lock()
 	gone := a.due
 	if gone == nil || a.running {
@@ -99,7 +99,7 @@ func (a *readAhead) cancelDue() {
 	}
 }
 
-func (c *trackedConn) readAheadLoop(a *readAhead, done chan struct{}, gone func()) {
+func (c *clientConn) readAheadLoop(a *readAhead, done chan struct{}, gone func()) {
 	defer close(done)
 	tmp := make([]byte, 1024)
 	for {
@@ -131,7 +131,7 @@ func (c *trackedConn) readAheadLoop(a *readAhead, done chan struct{}, gone func(
 // takeAhead stops the read ahead if one runs and hands over what it read;
 // ok is false when there is nothing to hand over, and the caller reads the
 // connection itself.
-func (c *trackedConn) takeAhead(a *readAhead, b []byte) (n int, err error, ok bool) {
+func (c *clientConn) takeAhead(a *readAhead, b []byte) (n int, err error, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.cancelDue()

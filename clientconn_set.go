@@ -7,32 +7,32 @@ import (
 	"time"
 )
 
-type tracked interface{ base() *trackedConn }
+type tracked interface{ base() *clientConn }
 
-// tracker is the set of client connections that are open, by remote address
+// clientSet is the set of client connections that are open, by remote address
 // (MITM requests find their connection by it). Two open connections can
 // share a remote address only when the listener accepts on several local
 // addresses; the newer one is then the one found, and the older ones wait in
 // shared, which is nil otherwise.
-type tracker struct {
+type clientSet struct {
 	mu       sync.Mutex
-	byRemote map[string]*trackedConn
-	shared   map[*trackedConn]struct{}
+	byRemote map[string]*clientConn
+	shared   map[*clientConn]struct{}
 	closed   bool
 }
 
-func (t *tracker) add(c *trackedConn) bool {
+func (t *clientSet) add(c *clientConn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return false
 	}
 	if t.byRemote == nil {
-		t.byRemote = make(map[string]*trackedConn)
+		t.byRemote = make(map[string]*clientConn)
 	}
 	if old := t.byRemote[c.remote]; old != nil {
 		if t.shared == nil {
-			t.shared = make(map[*trackedConn]struct{})
+			t.shared = make(map[*clientConn]struct{})
 		}
 		t.shared[old] = struct{}{}
 	}
@@ -40,7 +40,7 @@ func (t *tracker) add(c *trackedConn) bool {
 	return true
 }
 
-func (t *tracker) remove(c *trackedConn) {
+func (t *clientSet) remove(c *clientConn) {
 	t.mu.Lock()
 	if t.byRemote[c.remote] == c {
 		delete(t.byRemote, c.remote)
@@ -50,14 +50,14 @@ func (t *tracker) remove(c *trackedConn) {
 	t.mu.Unlock()
 }
 
-func (t *tracker) lookup(remote string) *trackedConn {
+func (t *clientSet) lookup(remote string) *clientConn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.byRemote[remote]
 }
 
 // each calls f for every open connection. Called with t.mu held.
-func (t *tracker) each(f func(*trackedConn)) {
+func (t *clientSet) each(f func(*clientConn)) {
 	for _, c := range t.byRemote {
 		f(c)
 	}
@@ -67,11 +67,11 @@ func (t *tracker) each(f func(*trackedConn)) {
 }
 
 // closeAll refuses new connections and returns the open ones.
-func (t *tracker) closeAll() []*trackedConn {
+func (t *clientSet) closeAll() []*clientConn {
 	t.mu.Lock()
 	t.closed = true
-	all := make([]*trackedConn, 0, len(t.byRemote)+len(t.shared))
-	t.each(func(c *trackedConn) { all = append(all, c) })
+	all := make([]*clientConn, 0, len(t.byRemote)+len(t.shared))
+	t.each(func(c *clientConn) { all = append(all, c) })
 	t.mu.Unlock()
 	return all
 }
@@ -80,12 +80,12 @@ func (t *tracker) closeAll() []*trackedConn {
 // progress, that moved no byte for d, and refreshes the activity marks of the
 // others. (A keep-alive connection between requests is left to the
 // http.Server's own IdleTimeout.) Only the sampler calls it.
-func (t *tracker) idle(now time.Time, d time.Duration) []*trackedConn {
-	var out []*trackedConn
+func (t *clientSet) idle(now time.Time, d time.Duration) []*clientConn {
+	var out []*clientConn
 	at := monoNanos(now)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.each(func(c *trackedConn) {
+	t.each(func(c *clientConn) {
 		if !c.hijacked.Load() && c.busy.Load() == 0 {
 			return
 		}
@@ -100,7 +100,7 @@ func (t *tracker) idle(now time.Time, d time.Duration) []*trackedConn {
 	return out
 }
 
-// listener wraps every accepted connection in a trackedConn.
+// listener wraps every accepted connection in a clientConn.
 type listener struct {
 	net.Listener
 	p *Proxy
@@ -111,13 +111,13 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, p: l.p, remote: c.RemoteAddr().String()}
-	if !l.p.tracker.add(tc) {
+	tc := &clientConn{Conn: c, p: l.p, remote: c.RemoteAddr().String()}
+	if !l.p.clients.add(tc) {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
 	if _, ok := c.(halfCloser); ok {
-		return &trackedTCPConn{tc}, nil
+		return &clientTCPConn{tc}, nil
 	}
 	return tc, nil
 }
@@ -125,14 +125,14 @@ func (l *listener) Accept() (net.Conn, error) {
 type connKey struct{}
 
 // connCtx is the context of every plain-HTTP and CONNECT request on a client
-// connection: the server's context, with the trackedConn as the value of
-// connKey. It lives inside its trackedConn, so it costs no allocation.
+// connection: the server's context, with the clientConn as the value of
+// connKey. It lives inside its clientConn, so it costs no allocation.
 type connCtx struct {
 	context.Context
-	c *trackedConn
+	c *clientConn
 }
 
-// Value returns the trackedConn for connKey, and the server context's
+// Value returns the clientConn for connKey, and the server context's
 // values for every other key.
 func (x *connCtx) Value(key any) any {
 	if _, ok := key.(connKey); ok {
@@ -141,7 +141,7 @@ func (x *connCtx) Value(key any) any {
 	return x.Context.Value(key)
 }
 
-// connContext is http.Server.ConnContext: it puts the trackedConn in every
+// connContext is http.Server.ConnContext: it puts the clientConn in every
 // plain-HTTP and CONNECT request context. net/http calls it once per
 // connection, before it serves the first request.
 func connContext(ctx context.Context, c net.Conn) context.Context {
@@ -153,16 +153,16 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-func connFrom(ctx context.Context) *trackedConn {
-	c, _ := ctx.Value(connKey{}).(*trackedConn)
+func connFrom(ctx context.Context) *clientConn {
+	c, _ := ctx.Value(connKey{}).(*clientConn)
 	return c
 }
 
 // closeIdle closes the client connections that carry something (see
-// tracker.idle) and moved no byte for the idle timeout, ending their
+// clientSet.idle) and moved no byte for the idle timeout, ending their
 // connections with EndIdleTimeout.
 func (p *Proxy) closeIdle(now time.Time) {
-	for _, c := range p.tracker.idle(now, p.idleTimeout) {
+	for _, c := range p.clients.idle(now, p.idleTimeout) {
 		p.closeWhere(EndIdleTimeout, func(e *entry) bool { return e.client == c })
 		_ = c.Close()
 	}

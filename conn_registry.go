@@ -122,7 +122,7 @@ type entry struct {
 
 	// How to really close it: the client connection (for MITM requests, the
 	// CONNECT's connection), the tunnel's upstream, the request's context.
-	client   *trackedConn
+	client   *clientConn
 	upstream *tunnelConn
 	cancel   context.CancelFunc
 

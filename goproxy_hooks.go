@@ -51,7 +51,7 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 		if req.URL.Scheme == "https" {
 			e.info.Protocol = ProtoHTTPSMITM
 		}
-		e.client = p.tracker.lookup(req.RemoteAddr)
+		e.client = p.clients.lookup(req.RemoteAddr)
 		if e.client != nil {
 			e.info.Parent, _, _ = e.client.connectNote()
 			// The end of the previous response may still be held

@@ -83,7 +83,7 @@ type Proxy struct {
 	logLevel       slog.Leveler
 
 	reg     registry
-	tracker tracker
+	clients clientSet
 	obs     observers
 
 	maxSession atomic.Int64              // highest goproxy session seen by a hook
@@ -364,7 +364,7 @@ func (p *Proxy) Close() error {
 // stops the goroutines the Proxy started.
 func (p *Proxy) shutdownNow() {
 	p.closeWhere(EndShutdown, func(*entry) bool { return true })
-	for _, c := range p.tracker.closeAll() {
+	for _, c := range p.clients.closeAll() {
 		_ = c.Close()
 	}
 	p.mu.Lock()

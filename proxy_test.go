@@ -2,6 +2,7 @@ package proxywatch_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,9 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,67 +121,6 @@ func payload(n int) []byte {
 	return b
 }
 
-func TestPlainHTTPCountsBodiesExactly(t *testing.T) {
-	body := payload(100_000)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		w.Header().Set("X-Got", fmt.Sprint(n))
-		if r.URL.Path == "/chunked" {
-			// No Content-Length: chunked on the wire.
-			for i := 0; i < 10; i++ {
-				_, _ = w.Write(body[i*1000 : (i+1)*1000])
-				w.(http.Flusher).Flush()
-			}
-			return
-		}
-		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-		_, _ = w.Write(body)
-	}))
-	defer up.Close()
-	p, pu := setup(t, nil)
-	c := client(t, pu, nil)
-
-	// Three requests over one keep-alive connection: three connections.
-	for i, tc := range []struct {
-		method, path string
-		send         int
-		want         int
-	}{
-		{"GET", "/", 0, len(body)},
-		{"POST", "/upload", 12345, len(body)},
-		{"GET", "/chunked", 0, 10000},
-	} {
-		req, _ := http.NewRequest(tc.method, up.URL+tc.path, strings.NewReader(string(payload(tc.send))))
-		if tc.send == 0 {
-			req.Body = nil
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || len(got) != tc.want {
-			t.Fatalf("request %d: read %d bytes, err %v; want %d", i, len(got), err, tc.want)
-		}
-		if tc.path != "/chunked" && resp.ContentLength != int64(tc.want) {
-			t.Errorf("request %d: Content-Length %d, want %d (counting must not re-chunk)", i, resp.ContentLength, tc.want)
-		}
-		info := findClosed(t, p, func(ci proxywatch.ConnInfo) bool { return ci.URL == up.URL+tc.path })
-		if info.Up != uint64(tc.send) || info.Down != uint64(tc.want) {
-			t.Errorf("%s %s: up/down = %d/%d, want %d/%d", tc.method, tc.path, info.Up, info.Down, tc.send, tc.want)
-		}
-		if info.Protocol != proxywatch.ProtoHTTP || info.Status != 200 || info.EndReason != proxywatch.EndCompleted || info.Method != tc.method {
-			t.Errorf("closed info = %+v", info)
-		}
-	}
-	waitIdle(t, p)
-	checkTotals(t, p)
-	if s := p.Stats(); s.Opened != 3 || s.Closed != 3 {
-		t.Errorf("Stats = %+v, want 3 opened and closed", s)
-	}
-}
-
 // rawConnect opens a tunnel through the proxy by hand and returns the
 // connection right after the proxy's reply, so the test knows exactly which
 // bytes it sends and receives through the tunnel.
@@ -234,74 +172,40 @@ func echoServer(t testing.TB) net.Listener {
 	return l
 }
 
-func TestTunnelCountsWireBytesAfterConnect(t *testing.T) {
+func TestShutdownWaitsThenCloses(t *testing.T) {
 	echo := echoServer(t)
 	p, pu := setup(t, nil)
 	c := rawConnect(t, pu, echo.Addr().String())
-	msg := payload(70_000)
-	go func() { _, _ = c.Write(msg); c.(*net.TCPConn).CloseWrite() }()
-	got, err := io.ReadAll(c)
-	c.Close()
-	if err != nil || len(got) != len(msg) {
-		t.Fatalf("echo read %d bytes, %v", len(got), err)
+	defer c.Close()
+	waitFor(t, "the tunnel", func() bool { return len(p.Connections()) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want deadline exceeded", err)
 	}
-	info := findClosed(t, p, func(ci proxywatch.ConnInfo) bool { return ci.Protocol == proxywatch.ProtoTunnel })
-	if info.Up != uint64(len(msg)) || info.Down != uint64(len(msg)) {
-		t.Errorf("tunnel up/down = %d/%d, want %d/%d", info.Up, info.Down, len(msg), len(msg))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("tunnel still open after Shutdown")
 	}
-	if info.Method != "CONNECT" || info.Host != echo.Addr().String() || info.EndReason != proxywatch.EndCompleted {
-		t.Errorf("tunnel info = %+v", info)
+	info := findClosed(t, p, func(proxywatch.ConnInfo) bool { return true })
+	if info.EndReason != proxywatch.EndShutdown {
+		t.Errorf("ended with %q", info.EndReason)
 	}
-	waitIdle(t, p)
-	checkTotals(t, p)
 }
 
-func TestTunnelTLSAgainstRealClient(t *testing.T) {
-	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write(payload(5000))
-	}))
-	defer up.Close()
+type proxyUnderTest struct {
+	p     *proxywatch.Proxy
+	proxy *url.URL
+	roots *x509.CertPool
+}
+
+// setupURL starts a Proxy for mode "plain" or "mitm" (decrypting every
+// CONNECT) in front of up.
+func setupURL(t *testing.T, mode string, up *httptest.Server) proxyUnderTest {
+	t.Helper()
+	if mode == "mitm" {
+		p, pu, roots := mitmSetup(t, up)
+		return proxyUnderTest{p, pu, roots}
+	}
 	p, pu := setup(t, nil)
-	pool := x509.NewCertPool()
-	pool.AddCert(up.Certificate())
-
-	// A real TLS client over the tunnel; countConn counts, on the client
-	// side, every byte after the CONNECT reply.
-	var sent, recv atomic.Int64
-	raw := rawConnect(t, pu, up.Listener.Addr().String())
-	tc := tls.Client(&countConn{Conn: raw, sent: &sent, recv: &recv}, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", up.Listener.Addr())
-	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := io.ReadAll(resp.Body); err != nil || len(b) != 5000 {
-		t.Fatalf("body %d bytes, %v", len(b), err)
-	}
-	// Read until the server's close_notify and EOF, then close.
-	io.Copy(io.Discard, tc)
-	tc.Close()
-	info := findClosed(t, p, func(ci proxywatch.ConnInfo) bool { return ci.Protocol == proxywatch.ProtoTunnel })
-	if int64(info.Up) != sent.Load() || int64(info.Down) != recv.Load() {
-		t.Errorf("tunnel up/down = %d/%d, the client sent %d and received %d through it", info.Up, info.Down, sent.Load(), recv.Load())
-	}
-	checkTotals(t, p)
-}
-
-// countConn counts what a client really sent and received on the wire.
-type countConn struct {
-	net.Conn
-	sent, recv *atomic.Int64
-}
-
-func (c *countConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.recv.Add(int64(n))
-	return n, err
-}
-
-func (c *countConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.sent.Add(int64(n))
-	return n, err
+	return proxyUnderTest{p: p, proxy: pu}
 }

@@ -83,7 +83,7 @@ type writerOnly struct{ io.Writer }
 
 // ReadFrom copies the upstream side of a tunnel to the client. It splices
 // when r is a tunnel's upstream connection.
-func (c *trackedTCPConn) ReadFrom(r io.Reader) (int64, error) {
+func (c *clientTCPConn) ReadFrom(r io.Reader) (int64, error) {
 	dst, ok1 := c.Conn.(*net.TCPConn)
 	t, ok2 := r.(*tunnelTCPConn)
 	if ok1 && ok2 {
@@ -109,7 +109,7 @@ func (c *trackedTCPConn) ReadFrom(r io.Reader) (int64, error) {
 // when r is the tunnel's client connection.
 func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
 	dst, ok1 := c.Conn.(*net.TCPConn)
-	t, ok2 := r.(*trackedTCPConn)
+	t, ok2 := r.(*clientTCPConn)
 	if ok1 && ok2 {
 		if src, ok := t.Conn.(*net.TCPConn); ok {
 			n, err := spliceCopy(dst, src, func(n int64) {

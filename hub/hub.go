@@ -3,18 +3,17 @@ package hub
 import (
 	"bytes"
 	"cmp"
-	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
+	"github.com/proxywatch/proxywatch/internal/webauth"
 )
 
 // Options configures a Hub. The zero value (or a nil *Options) is a working
@@ -115,12 +114,10 @@ var _ source = (*proxywatch.Proxy)(nil)
 // it with New, mount it with http.Handle, and Close it before or after the
 // Proxy. All methods are safe for concurrent use.
 type Hub struct {
-	src            source
-	token          string
-	tokenSum       [sha256.Size]byte
-	allowedOrigins []string
-	upgrader       websocket.Upgrader
-	log            *slog.Logger
+	src      source
+	auth     *webauth.Checker
+	upgrader websocket.Upgrader
+	log      *slog.Logger
 
 	trafficEvery, connsEvery time.Duration
 	eventsEvery              time.Duration
@@ -180,7 +177,7 @@ func newHub(src source, opts *Options) *Hub {
 	}
 	h := &Hub{
 		src:          src,
-		token:        o.Token,
+		auth:         webauth.New(webauth.Policy{Secret: o.Token, AllowedOrigins: o.AllowedOrigins}),
 		log:          o.ErrorLog,
 		trafficEvery: orDefault(o.TrafficInterval, defaultTrafficInterval),
 		connsEvery:   orDefault(o.ConnectionsInterval, defaultConnectionsInterval),
@@ -195,10 +192,6 @@ func newHub(src source, opts *Options) *Hub {
 		clients:      make(map[*client]struct{}),
 		running:      make(map[*client]struct{}),
 	}
-	if h.token == "" {
-		h.token = newToken()
-	}
-	h.tokenSum = sha256.Sum256([]byte(h.token))
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -209,11 +202,8 @@ func newHub(src source, opts *Options) *Hub {
 		h.backlog = 0
 	}
 	h.ring.entries = make([]logEntry, h.backlog)
-	for _, origin := range o.AllowedOrigins {
-		h.allowedOrigins = append(h.allowedOrigins, strings.TrimSuffix(origin, "/"))
-	}
 	h.upgrader = websocket.Upgrader{
-		CheckOrigin: h.originAllowed, // checked before already; kept as a second lock
+		CheckOrigin: h.auth.OriginAllowed, // checked before already; kept as a second lock
 	}
 
 	st := src.Stats()
@@ -233,7 +223,7 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 
 // Token returns the secret clients must present: Options.Token, or the one New
 // generated.
-func (h *Hub) Token() string { return h.token }
+func (h *Hub) Token() string { return h.auth.Secret() }
 
 // Clients returns the number of sockets currently served.
 func (h *Hub) Clients() int {
@@ -247,12 +237,12 @@ func (h *Hub) Clients() int {
 // without the secret gets 401, one from a foreign origin 403, one beyond
 // MaxClients or after Close 503; none of them is upgraded.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !h.authorized(r) {
+	if !h.auth.Matches(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="proxywatch"`)
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}
-	if !h.originAllowed(r) {
+	if !h.auth.OriginAllowed(r) {
 		http.Error(w, "forbidden origin", http.StatusForbidden)
 		return
 	}

@@ -42,6 +42,7 @@ func TestAuth(t *testing.T) {
 		{"token twice", "?token=s3cret&token=s3cret", nil, http.StatusUnauthorized},
 		{"wrong bearer", "", http.Header{"Authorization": {"Bearer nope"}}, http.StatusUnauthorized},
 		{"basic instead of bearer", "", http.Header{"Authorization": {"Basic s3cret"}}, http.StatusUnauthorized},
+		{"wrong token beats a right bearer", "?token=nope", http.Header{"Authorization": {"Bearer s3cret"}}, http.StatusUnauthorized},
 		{"query token", "?token=s3cret", nil, http.StatusSwitchingProtocols},
 		{"bearer", "", http.Header{"Authorization": {"Bearer s3cret"}}, http.StatusSwitchingProtocols},
 		{"bearer, any case", "", http.Header{"Authorization": {"bearer s3cret"}}, http.StatusSwitchingProtocols},

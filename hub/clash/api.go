@@ -1,9 +1,6 @@
 package clash
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
+	"github.com/proxywatch/proxywatch/internal/webauth"
 )
 
 // Options configures an API. The zero value (or a nil *Options) is a working
@@ -39,11 +37,12 @@ type Options struct {
 	// echo the origin (never "*"); a request with no Origin header (not a
 	// browser) or a same-origin one is always allowed; any other origin is
 	// refused with 403, WebSocket upgrades included. "null" (sandboxed frames,
-	// file: pages) is refused unless listed.
+	// file: pages) is always refused, listed or not: every such page on the
+	// web sends it.
 	AllowedOrigins []string
 
 	// AllowAnyOrigin lets every web page the user visits call the API from a
-	// browser, "null" included: UNSAFE. The secret is then the only
+	// browser ("null" still excepted): UNSAFE. The secret is then the only
 	// protection, and any page can try to guess it or use one it learned.
 	// Use it only on a throwaway setup; prefer listing AllowedOrigins.
 	AllowAnyOrigin bool
@@ -128,10 +127,7 @@ var _ source = (*proxywatch.Proxy)(nil)
 // concurrent use.
 type API struct {
 	src       source
-	secret    string
-	secretSum [sha256.Size]byte
-	origins   []string
-	anyOrigin bool
+	auth      *webauth.Checker
 	inboundIP string
 	inboundPt int
 	allowLAN  bool
@@ -173,9 +169,9 @@ func newAPI(src source, opts *Options) *API {
 		o = *opts
 	}
 	c := &API{
-		src:           src,
-		secret:        o.Secret,
-		anyOrigin:     o.AllowAnyOrigin,
+		src: src,
+		auth: webauth.New(webauth.Policy{Secret: o.Secret, AllowedOrigins: o.AllowedOrigins,
+			AllowAnyOrigin: o.AllowAnyOrigin, TokenOnUpgradeOnly: true}),
 		logLevel:      o.LogLevel,
 		version:       buildVersion(),
 		log:           o.ErrorLog,
@@ -190,21 +186,12 @@ func newAPI(src source, opts *Options) *API {
 		logSubs:       make(map[*logSub]struct{}),
 		conns:         make(map[*websocket.Conn]struct{}),
 	}
-	if c.secret == "" {
-		var b [16]byte
-		rand.Read(b[:]) // never fails (crypto/rand documents it)
-		c.secret = hex.EncodeToString(b[:])
-	}
-	c.secretSum = sha256.Sum256([]byte(c.secret))
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	for _, origin := range o.AllowedOrigins {
-		c.origins = append(c.origins, strings.TrimSuffix(origin, "/"))
-	}
 	c.inboundIP, c.inboundPt, c.allowLAN, c.bindAddr = parseInbound(o.ProxyAddr)
 	c.upgrader = websocket.Upgrader{
-		CheckOrigin: func(r *http.Request) bool { return c.originAllowed(r) }, // checked before already
+		CheckOrigin: c.auth.OriginAllowed, // checked before already
 	}
 	c.stopObserve = src.Observe(proxywatch.LogObserverFunc(c.observeLog))
 	return c
@@ -257,7 +244,7 @@ func buildVersion() string {
 
 // Secret returns the secret dashboards must present: Options.Secret, or
 // the one New generated.
-func (c *API) Secret() string { return c.secret }
+func (c *API) Secret() string { return c.auth.Secret() }
 
 // Streams returns the number of streaming responses currently served.
 func (c *API) Streams() int {
@@ -305,7 +292,7 @@ func (c *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !c.cors(w, r) {
 		return
 	}
-	if !c.authorized(r) {
+	if !c.auth.Matches(r) {
 		writeError(w, http.StatusUnauthorized, "Unauthorized")
 		return
 	}

@@ -694,6 +694,13 @@ func TestCORS(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "http://anything.example" {
 		t.Errorf("AllowAnyOrigin preflight: %s %v", resp.Status, resp.Header)
 	}
+	// "null" is refused even then, and even when listed.
+	_, nullSrv := startAPI(t, p, &clash.Options{AllowedOrigins: []string{"null"}})
+	for _, s := range []*httptest.Server{anySrv, nullSrv} {
+		if resp, _ := do(t, s, apiRequest{path: "/version", header: http.Header{"Origin": {"null"}}}); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin null: %s, want 403", resp.Status)
+		}
+	}
 }
 
 // TestDeleteEndsTransfers closes in-flight transfers through DELETE

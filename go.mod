@@ -1,6 +1,6 @@
 module github.com/proxywatch/proxywatch
 
-go 1.26.8
+go 1.26
 
 require (
 	github.com/elazarl/goproxy v1.9.3

@@ -1,6 +1,6 @@
 module github.com/proxywatch/proxywatch/exporters/otel
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/proxywatch/proxywatch v0.0.0

@@ -1,6 +1,6 @@
 module github.com/proxywatch/proxywatch/internal/bench/peers
 
-go 1.26.8
+go 1.26
 
 require (
 	github.com/lqqyt2423/go-mitmproxy v1.8.5

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
+	"github.com/proxywatch/proxywatch/internal/defaults"
 	"github.com/proxywatch/proxywatch/internal/webauth"
 )
 
@@ -177,17 +178,17 @@ func newHub(src source, opts *Options) *Hub {
 	}
 	h := &Hub{
 		src:          src,
-		auth:         webauth.New(webauth.Policy{Secret: o.Token, AllowedOrigins: o.AllowedOrigins}),
+		auth:         webauth.New(webauth.Policy{Token: o.Token, AllowedOrigins: o.AllowedOrigins}),
 		log:          o.ErrorLog,
-		trafficEvery: orDefault(o.TrafficInterval, defaultTrafficInterval),
-		connsEvery:   orDefault(o.ConnectionsInterval, defaultConnectionsInterval),
-		eventsEvery:  orDefault(o.EventInterval, defaultEventInterval),
+		trafficEvery: defaults.Or(o.TrafficInterval, defaultTrafficInterval),
+		connsEvery:   defaults.Or(o.ConnectionsInterval, defaultConnectionsInterval),
+		eventsEvery:  defaults.Or(o.EventInterval, defaultEventInterval),
 		backlog:      o.LogBacklog,
-		sendQueue:    orDefault(o.SendQueue, defaultSendQueue),
-		maxMessage:   orDefault(o.MaxMessageBytes, defaultMaxMessageBytes),
-		writeWait:    orDefault(o.WriteWait, defaultWriteWait),
-		pongWait:     orDefault(o.PongWait, defaultPongWait),
-		maxClients:   orDefault(o.MaxClients, defaultMaxClients),
+		sendQueue:    defaults.Or(o.SendQueue, defaultSendQueue),
+		maxMessage:   defaults.Or(o.MaxMessageBytes, defaultMaxMessageBytes),
+		writeWait:    defaults.Or(o.WriteWait, defaultWriteWait),
+		pongWait:     defaults.Or(o.PongWait, defaultPongWait),
+		maxClients:   defaults.Or(o.MaxClients, defaultMaxClients),
 		done:         make(chan struct{}),
 		clients:      make(map[*client]struct{}),
 		running:      make(map[*client]struct{}),
@@ -214,16 +215,9 @@ func newHub(src source, opts *Options) *Hub {
 	return h
 }
 
-func orDefault[T int | int64 | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
-}
-
 // Token returns the secret clients must present: Options.Token, or the one New
 // generated.
-func (h *Hub) Token() string { return h.auth.Secret() }
+func (h *Hub) Token() string { return h.auth.Token() }
 
 // Clients returns the number of sockets currently served.
 func (h *Hub) Clients() int {

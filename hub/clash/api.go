@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
+	"github.com/proxywatch/proxywatch/internal/defaults"
 	"github.com/proxywatch/proxywatch/internal/webauth"
 )
 
@@ -22,12 +23,12 @@ import (
 // configuration: a random secret, no cross-origin access, the intervals Clash
 // uses. Every field documents its default.
 type Options struct {
-	// Secret is what a dashboard must present, exactly as Clash's "secret":
-	// "Authorization: Bearer SECRET" on HTTP requests, ?token=SECRET on
-	// WebSocket upgrades. Empty means New generates a random 128-bit
-	// one (hex); read it with API.Secret and enter it in the dashboard.
-	// There is no way to run the API without a secret.
-	Secret string
+	// Token is the secret a dashboard must present, what Clash calls its
+	// "secret": "Authorization: Bearer TOKEN" on HTTP requests, ?token=TOKEN
+	// on WebSocket upgrades. Empty means New generates a random 128-bit one
+	// (hex); read it with API.Token and enter it in the dashboard as its
+	// secret. There is no way to run the API without one.
+	Token string
 
 	// AllowedOrigins lists the browser origins, besides the API's own, that
 	// may use the API, exactly as browsers send them (scheme://host[:port],
@@ -170,18 +171,18 @@ func newAPI(src source, opts *Options) *API {
 	}
 	c := &API{
 		src: src,
-		auth: webauth.New(webauth.Policy{Secret: o.Secret, AllowedOrigins: o.AllowedOrigins,
+		auth: webauth.New(webauth.Policy{Token: o.Token, AllowedOrigins: o.AllowedOrigins,
 			AllowAnyOrigin: o.AllowAnyOrigin, TokenOnUpgradeOnly: true}),
 		logLevel:      o.LogLevel,
 		version:       buildVersion(),
 		log:           o.ErrorLog,
-		trafficEvery:  orDefault(o.TrafficInterval, defaultInterval),
-		memoryEvery:   orDefault(o.MemoryInterval, defaultInterval),
-		connsEvery:    orDefault(o.ConnectionsInterval, defaultInterval),
-		minConnsEvery: orDefault(o.MinConnectionsInterval, defaultMinConnInterval),
-		logQueue:      orDefault(o.LogQueue, defaultLogQueue),
-		maxStreams:    orDefault(o.MaxStreams, defaultMaxStreams),
-		writeWait:     orDefault(o.WriteWait, defaultWriteWait),
+		trafficEvery:  defaults.Or(o.TrafficInterval, defaultInterval),
+		memoryEvery:   defaults.Or(o.MemoryInterval, defaultInterval),
+		connsEvery:    defaults.Or(o.ConnectionsInterval, defaultInterval),
+		minConnsEvery: defaults.Or(o.MinConnectionsInterval, defaultMinConnInterval),
+		logQueue:      defaults.Or(o.LogQueue, defaultLogQueue),
+		maxStreams:    defaults.Or(o.MaxStreams, defaultMaxStreams),
+		writeWait:     defaults.Or(o.WriteWait, defaultWriteWait),
 		done:          make(chan struct{}),
 		logSubs:       make(map[*logSub]struct{}),
 		conns:         make(map[*websocket.Conn]struct{}),
@@ -195,13 +196,6 @@ func newAPI(src source, opts *Options) *API {
 	}
 	c.stopObserve = src.Observe(proxywatch.LogObserverFunc(c.observeLog))
 	return c
-}
-
-func orDefault[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
 }
 
 // parseInbound derives the inbound fields from the proxy's address.
@@ -242,9 +236,9 @@ func buildVersion() string {
 	return "proxywatch " + v
 }
 
-// Secret returns the secret dashboards must present: Options.Secret, or
+// Token returns the secret dashboards must present: Options.Token, or
 // the one New generated.
-func (c *API) Secret() string { return c.auth.Secret() }
+func (c *API) Token() string { return c.auth.Token() }
 
 // Streams returns the number of streaming responses currently served.
 func (c *API) Streams() int {

@@ -161,8 +161,8 @@ func startAPI(t *testing.T, p *proxywatch.Proxy, opts *clash.Options) (*clash.AP
 	if opts == nil {
 		opts = &clash.Options{}
 	}
-	if opts.Secret == "" {
-		opts.Secret = testSecret
+	if opts.Token == "" {
+		opts.Token = testSecret
 	}
 	api := clash.New(p, opts)
 	srv := httptest.NewServer(api)
@@ -601,13 +601,13 @@ func TestAuth(t *testing.T) {
 	defer api.Close()
 	gen := httptest.NewServer(api)
 	defer gen.Close()
-	if ok, _ := regexp.MatchString(`^[0-9a-f]{32}$`, api.Secret()); !ok {
-		t.Errorf("generated secret %q", api.Secret())
+	if ok, _ := regexp.MatchString(`^[0-9a-f]{32}$`, api.Token()); !ok {
+		t.Errorf("generated secret %q", api.Token())
 	}
 	for _, x := range []struct {
 		auth string
 		want int
-	}{{"", 401}, {"Bearer ", 401}, {"Bearer " + api.Secret(), 200}} {
+	}{{"", 401}, {"Bearer ", 401}, {"Bearer " + api.Token(), 200}} {
 		req, _ := http.NewRequest(http.MethodGet, gen.URL+"/version", nil)
 		if x.auth != "" {
 			req.Header.Set("Authorization", x.auth)
@@ -621,7 +621,7 @@ func TestAuth(t *testing.T) {
 			t.Errorf("generated secret, Authorization %q: %s, want %d", x.auth, resp.Status, x.want)
 		}
 	}
-	if other := clash.New(p, nil); other.Secret() == api.Secret() {
+	if other := clash.New(p, nil); other.Token() == api.Token() {
 		t.Error("two generated secrets are equal")
 	} else {
 		other.Close()
@@ -989,7 +989,7 @@ func TestLogs(t *testing.T) {
 // goroutine of the API is left, and that later streams get 503.
 func TestCloseEndsStreams(t *testing.T) {
 	p, _ := startProxy(t)
-	api := clash.New(p, &clash.Options{Secret: testSecret, TrafficInterval: 20 * time.Millisecond})
+	api := clash.New(p, &clash.Options{Token: testSecret, TrafficInterval: 20 * time.Millisecond})
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())

@@ -20,7 +20,7 @@ func ExampleNew() {
 	p := proxywatch.New(nil) // serve it with p.ListenAndServe("127.0.0.1:8080")
 	defer p.Close()
 	api := clash.New(p, &clash.Options{
-		Secret:         "s3cret",                          // leave it empty for a random one: api.Secret()
+		Token:          "s3cret",                          // leave it empty for a random one: api.Token()
 		AllowedOrigins: []string{"http://127.0.0.1:5173"}, // where your dashboard is served from
 		ProxyAddr:      "127.0.0.1:8080",                  // reported by /configs
 	})
@@ -30,7 +30,7 @@ func ExampleNew() {
 
 	get := func(path string) []byte {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		req.Header.Set("Authorization", "Bearer "+api.Secret())
+		req.Header.Set("Authorization", "Bearer "+api.Token())
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return []byte(err.Error())
@@ -48,7 +48,7 @@ func ExampleNew() {
 	json.Unmarshal(get("/connections"), &snap)
 	fmt.Printf("GET /connections: %d live, %d bytes down\n", len(snap.Connections), snap.DownloadTotal)
 
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/logs?level=warning&token="+api.Secret(), nil)
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/logs?level=warning&token="+api.Token(), nil)
 	if err != nil {
 		fmt.Println(err)
 		return

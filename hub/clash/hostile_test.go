@@ -18,7 +18,7 @@ func TestHostile(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	p := proxywatch.New(nil)
 	defer p.Close()
-	api := clash.New(p, &clash.Options{Secret: "s3cret"})
+	api := clash.New(p, &clash.Options{Token: "s3cret"})
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	defer api.Close()

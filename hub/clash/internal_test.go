@@ -62,7 +62,7 @@ func TestConnMapping(t *testing.T) {
 func TestLogDrops(t *testing.T) {
 	p := proxywatch.New(nil)
 	defer p.Close()
-	c := newAPI(p, &Options{Secret: "s3cret", LogQueue: 4})
+	c := newAPI(p, &Options{Token: "s3cret", LogQueue: 4})
 	srv := httptest.NewServer(c)
 	defer srv.Close()
 	defer c.Close()
@@ -111,7 +111,7 @@ func TestLogDrops(t *testing.T) {
 func TestStreamEndsOnWriteTimeout(t *testing.T) {
 	p := proxywatch.New(nil)
 	defer p.Close()
-	c := newAPI(p, &Options{Secret: "s3cret", LogQueue: 4, WriteWait: 50 * time.Millisecond})
+	c := newAPI(p, &Options{Token: "s3cret", LogQueue: 4, WriteWait: 50 * time.Millisecond})
 	srv := httptest.NewServer(c)
 	defer srv.Close()
 	defer c.Close()

@@ -30,9 +30,9 @@ func NewToken() string {
 
 // Policy says what a Checker accepts.
 type Policy struct {
-	// Secret is what a request must carry. Empty means New generates one
-	// with NewToken.
-	Secret string
+	// Token is the secret a request must carry. Empty means New generates
+	// one with NewToken.
+	Token string
 
 	// AllowedOrigins lists the browser origins, besides the server's own,
 	// that may use it, exactly as browsers send them (scheme://host[:port]);
@@ -51,7 +51,7 @@ type Policy struct {
 // Checker applies a Policy to requests. Create it with New; it is safe for
 // concurrent use.
 type Checker struct {
-	secret           string
+	token            string
 	sum              [sha256.Size]byte
 	origins          []string
 	anyOrigin        bool
@@ -60,20 +60,20 @@ type Checker struct {
 
 // New returns a Checker for p.
 func New(p Policy) *Checker {
-	c := &Checker{secret: p.Secret, anyOrigin: p.AllowAnyOrigin, upgradeOnlyToken: p.TokenOnUpgradeOnly}
-	if c.secret == "" {
-		c.secret = NewToken()
+	c := &Checker{token: p.Token, anyOrigin: p.AllowAnyOrigin, upgradeOnlyToken: p.TokenOnUpgradeOnly}
+	if c.token == "" {
+		c.token = NewToken()
 	}
-	c.sum = sha256.Sum256([]byte(c.secret))
+	c.sum = sha256.Sum256([]byte(c.token))
 	for _, origin := range p.AllowedOrigins {
 		c.origins = append(c.origins, strings.TrimSuffix(origin, "/"))
 	}
 	return c
 }
 
-// Secret returns the secret requests must carry: Policy.Secret, or the one
+// Token returns the secret requests must carry: Policy.Token, or the one
 // New generated.
-func (c *Checker) Secret() string { return c.secret }
+func (c *Checker) Token() string { return c.token }
 
 // Matches reports whether r carries the secret. A ?token= parameter, where
 // the Policy accepts one, decides alone and must be given exactly once;

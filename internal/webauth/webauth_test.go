@@ -57,7 +57,7 @@ func TestMatches(t *testing.T) {
 		{name: "upgrade only: wrong token beats a right bearer", target: "/?token=nope", header: bearer("Bearer s3cret"), upgradeOnly: true, upgrade: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := webauth.New(webauth.Policy{Secret: secret, TokenOnUpgradeOnly: tc.upgradeOnly})
+			c := webauth.New(webauth.Policy{Token: secret, TokenOnUpgradeOnly: tc.upgradeOnly})
 			if got := c.Matches(request(tc.target, tc.upgrade, tc.header)); got != tc.want {
 				t.Errorf("Matches = %v, want %v", got, tc.want)
 			}
@@ -65,17 +65,17 @@ func TestMatches(t *testing.T) {
 	}
 }
 
-func TestGeneratedSecret(t *testing.T) {
+func TestGeneratedToken(t *testing.T) {
 	a, b := webauth.New(webauth.Policy{}), webauth.New(webauth.Policy{})
 	hex128 := regexp.MustCompile(`^[0-9a-f]{32}$`)
-	if !hex128.MatchString(a.Secret()) || a.Secret() == b.Secret() {
-		t.Fatalf("secrets %q and %q: want two different random 128-bit hex secrets", a.Secret(), b.Secret())
+	if !hex128.MatchString(a.Token()) || a.Token() == b.Token() {
+		t.Fatalf("secrets %q and %q: want two different random 128-bit hex secrets", a.Token(), b.Token())
 	}
-	if !a.Matches(request("/?token="+a.Secret(), false, nil)) || a.Matches(request("/?token=", false, nil)) {
+	if !a.Matches(request("/?token="+a.Token(), false, nil)) || a.Matches(request("/?token=", false, nil)) {
 		t.Error("a generated secret is not what Matches checks")
 	}
-	if got := webauth.New(webauth.Policy{Secret: secret}).Secret(); got != secret {
-		t.Errorf("Secret = %q, want %q", got, secret)
+	if got := webauth.New(webauth.Policy{Token: secret}).Token(); got != secret {
+		t.Errorf("Token = %q, want %q", got, secret)
 	}
 }
 

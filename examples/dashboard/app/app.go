@@ -162,7 +162,7 @@ func Run(args []string, ext *Extension) error {
 		if c.clashOrigins != "" {
 			origins = strings.Split(c.clashOrigins, ",")
 		}
-		clashAPI = clash.New(p, &clash.Options{Secret: h.Token(), AllowedOrigins: origins, ProxyAddr: proxyL.Addr().String()})
+		clashAPI = clash.New(p, &clash.Options{Token: h.Token(), AllowedOrigins: origins, ProxyAddr: proxyL.Addr().String()})
 		clashSrv = &http.Server{Handler: clashAPI, ReadHeaderTimeout: 10 * time.Second}
 		fmt.Printf("clash API: http://%s   (secret: the dashboard's)\n", clashL.Addr())
 		go func() { errc <- clashSrv.Serve(clashL) }()

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
 	"github.com/proxywatch/proxywatch/internal/defaults"
+	"github.com/proxywatch/proxywatch/internal/version"
 	"github.com/proxywatch/proxywatch/internal/webauth"
 )
 
@@ -283,7 +284,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) helloFrameLocked() []byte {
 	return h.mustEncode(TypeHello, Hello{
 		Protocol: ProtocolVersion,
-		Server:   serverName,
+		Server:   version.String(),
 		Intervals: Intervals{
 			Traffic:     h.trafficEvery.Milliseconds(),
 			Connections: h.connsEvery.Milliseconds(),

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
 	"github.com/proxywatch/proxywatch/hub"
+	"github.com/proxywatch/proxywatch/internal/version"
 )
 
 var levels = []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}
@@ -170,7 +171,7 @@ func TestHello(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := hub.Hello{
-		Protocol: 1, Server: "proxywatch 0.1.0",
+		Protocol: 1, Server: version.String(),
 		Intervals: hub.Intervals{Traffic: 1500, Connections: 3000, Events: 250},
 		Topics:    []string{"traffic", "connections", "logs", "events", "eventBatches", "connectionsDelta"},
 		Actions:   []string{"subscribe", "closeAllConnections", "closeConnection", "closeConnections", "getHistory"},

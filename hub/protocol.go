@@ -18,9 +18,6 @@ import (
 // actions keep the version (PROTOCOL.md, "Versioning").
 const ProtocolVersion = 1
 
-// serverName is announced in hello as "server".
-const serverName = "proxywatch 0.1.0"
-
 // Message types sent by the server, the "type" of every server frame.
 const (
 	TypeHello       = "hello"
@@ -178,7 +175,7 @@ func equalFoldASCII(a, b string) bool {
 // Hello is the data of the first frame on every socket.
 type Hello struct {
 	Protocol  int       `json:"protocol"` // ProtocolVersion
-	Server    string    `json:"server"`   // "proxywatch 0.1.0"
+	Server    string    `json:"server"`   // "proxywatch v0.1.0", "proxywatch (devel)"
 	Intervals Intervals `json:"intervals"`
 	Topics    []string  `json:"topics"`  // topics this server offers
 	Actions   []string  `json:"actions"` // actions this server understands

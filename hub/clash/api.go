@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/proxywatch/proxywatch"
 	"github.com/proxywatch/proxywatch/internal/defaults"
+	"github.com/proxywatch/proxywatch/internal/version"
 	"github.com/proxywatch/proxywatch/internal/webauth"
 )
 
@@ -134,7 +134,6 @@ type API struct {
 	allowLAN  bool
 	bindAddr  string
 	logLevel  slog.Leveler
-	version   string
 	upgrader  websocket.Upgrader
 	log       *slog.Logger
 
@@ -174,7 +173,6 @@ func newAPI(src source, opts *Options) *API {
 		auth: webauth.New(webauth.Policy{Token: o.Token, AllowedOrigins: o.AllowedOrigins,
 			AllowAnyOrigin: o.AllowAnyOrigin, TokenOnUpgradeOnly: true}),
 		logLevel:      o.LogLevel,
-		version:       buildVersion(),
 		log:           o.ErrorLog,
 		trafficEvery:  defaults.Or(o.TrafficInterval, defaultInterval),
 		memoryEvery:   defaults.Or(o.MemoryInterval, defaultInterval),
@@ -216,24 +214,6 @@ func parseInbound(addr string) (ip string, port int, allowLAN bool, bind string)
 		return host, port, false, host
 	}
 	return host, port, true, host
-}
-
-// buildVersion is "proxywatch VERSION", the module version this program was
-// built with ("(devel)" when proxywatch is the main module, as in its tests).
-func buildVersion() string {
-	const module = "github.com/proxywatch/proxywatch"
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Path == module && bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		for _, d := range bi.Deps {
-			if d.Path == module && d.Version != "" {
-				v = d.Version
-			}
-		}
-	}
-	return "proxywatch " + v
 }
 
 // Token returns the secret dashboards must present: Options.Token, or
@@ -345,7 +325,7 @@ func (c *API) route(w http.ResponseWriter, r *http.Request) {
 		}
 	case first == "version" && len(seg) == 1:
 		if allow(http.MethodGet) {
-			writeJSON(w, http.StatusOK, versionInfo{Meta: false, Version: c.version})
+			writeJSON(w, http.StatusOK, versionInfo{Meta: false, Version: version.String()})
 		}
 	case first == "traffic" && len(seg) == 1:
 		if allow(http.MethodGet) {

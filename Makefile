@@ -70,4 +70,4 @@ soak: e2e-load
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGoproxy$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPErrorLog$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./hub
-	$(GO) test -run '^$$' -fuzz '^FuzzConnJSON$$' -fuzztime $(FUZZTIME) ./hub
+	$(GO) test -run '^$$' -fuzz '^FuzzConnJSONIsEncodingJSON$$' -fuzztime $(FUZZTIME) ./hub

@@ -304,7 +304,13 @@ func TestFaultShutdownInFlight(t *testing.T) {
 			// Each client's connection ends with its response, so that a
 			// tunnel ends too (a kept-alive tunnel is live until its client
 			// closes it, and Shutdown waits for it).
-			c.Transport.(*http.Transport).DisableKeepAlives = true
+			tr := c.Transport.(*http.Transport)
+			tr.DisableKeepAlives = true
+			// The client closes as a finished client on a real network does:
+			// it says it is done and reads what is still on its way. Closed
+			// with that unread (an HTTPS server's close_notify, here), its
+			// kernel resets the tunnel, which is the client closing first.
+			tr.DialContext = politeDial
 			o := e.httpOp(c, mode, "/slow", 400_000) // 40 slices of 20 ms
 			go func() { results <- o() }()
 		}
@@ -322,7 +328,7 @@ func TestFaultShutdownInFlight(t *testing.T) {
 		e.checkClean(t)
 		for _, c := range e.p.History() {
 			if c.EndReason != proxywatch.EndCompleted {
-				t.Errorf("%s connection %d ended with %q, want completed", c.Protocol, c.ID, c.EndReason)
+				t.Errorf("%s connection %d ended with %q (%s), want completed", c.Protocol, c.ID, c.EndReason, c.Err)
 			}
 		}
 	})
@@ -373,4 +379,25 @@ func TestFaultCloseRacesServe(t *testing.T) {
 			t.Fatalf("round %d: Serve still running after the Proxy was closed", i)
 		}
 	}
+}
+
+// politeDial dials like net.Dialer and returns a connection whose Close
+// half-closes, reads until the peer's end (bounded by a deadline) and then
+// closes, so that nothing in flight towards it is refused with a reset.
+func politeDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &politeConn{c.(*net.TCPConn)}, nil
+}
+
+type politeConn struct{ *net.TCPConn }
+
+func (c *politeConn) Close() error {
+	_ = c.CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.Copy(io.Discard, c.TCPConn)
+	return c.TCPConn.Close()
 }

@@ -66,7 +66,7 @@ bench:
 FUZZTIME ?= 60s
 soak: e2e-load
 	$(GO) test -race -count=1 -timeout 30m -run 'Soak|Fault|Hostile' . -soak
-	$(GO) test -race -count=1 -timeout 10m -run 'Soak|Fault|Hostile' ./hub
+	$(GO) test -race -count=1 -timeout 10m -run 'Soak|Fault|Hostile' ./hub/...
 	$(GO) test -run '^$$' -fuzz '^FuzzParseGoproxy$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPErrorLog$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) ./hub

@@ -377,17 +377,22 @@ func (p *Proxy) CloseConnection(id ConnID) (ConnInfo, bool) {
 	return closed[0], true
 }
 
-// CloseConnections closes every live connection for which match returns true
-// (all of them when match is nil), as CloseConnection does, and returns what
-// it closed, sorted by ID.
+// CloseConnections closes every live connection for which match returns
+// true, as CloseConnection does, and returns what it closed, sorted by ID. A
+// nil match closes nothing: closing everything is CloseAll, never the result
+// of a filter that went missing.
 func (p *Proxy) CloseConnections(match func(ConnInfo) bool) []ConnInfo {
-	return p.closeWhere(EndClosedByAPI, func(e *entry) bool {
-		return match == nil || match(e.snapshot())
-	})
+	if match == nil {
+		return nil
+	}
+	return p.closeWhere(EndClosedByAPI, func(e *entry) bool { return match(e.snapshot()) })
 }
 
-// CloseAll closes every live connection and returns what it closed.
-func (p *Proxy) CloseAll() []ConnInfo { return p.CloseConnections(nil) }
+// CloseAll closes every live connection, as CloseConnection does, and returns
+// what it closed, sorted by ID.
+func (p *Proxy) CloseAll() []ConnInfo {
+	return p.closeWhere(EndClosedByAPI, func(*entry) bool { return true })
+}
 
 // closeWhere ends the matching live entries with reason, then closes what they
 // hold open. The entries leave the live set before any socket is touched.

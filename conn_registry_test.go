@@ -306,3 +306,22 @@ func TestCloseConnectionCancelsPendingPlainRequest(t *testing.T) {
 	waitIdle(t, p)
 	checkTotals(t, p)
 }
+
+// TestCloseConnectionsNilMatchClosesNothing checks that a missing predicate
+// is not taken for "everything": only CloseAll closes every connection.
+func TestCloseConnectionsNilMatchClosesNothing(t *testing.T) {
+	p, pu := setup(t, nil)
+	ln := echoServer(t)
+	c := rawConnect(t, pu, ln.Addr().String())
+	defer c.Close()
+	waitFor(t, "the tunnel", func() bool { return len(p.Connections()) == 1 })
+	if closed := p.CloseConnections(nil); len(closed) != 0 {
+		t.Fatalf("CloseConnections(nil) closed %d connections, want none", len(closed))
+	}
+	if n := len(p.Connections()); n != 1 {
+		t.Fatalf("%d live connections after CloseConnections(nil), want 1", n)
+	}
+	if closed := p.CloseAll(); len(closed) != 1 || closed[0].EndReason != proxywatch.EndClosedByAPI {
+		t.Fatalf("CloseAll closed %+v, want the tunnel, closed by API", closed)
+	}
+}

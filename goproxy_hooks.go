@@ -128,7 +128,8 @@ func (p *Proxy) requestDone(e *entry) {
 	p.reg.mu.Unlock()
 	if ws && e.client != nil {
 		// goproxy never closes the client side of a plain-HTTP WebSocket
-		// (research/goproxy.md §3): without this the client would wait forever.
+		// (its websocket copy returns without closing it): without this the
+		// client would wait forever.
 		_ = e.client.Close()
 	}
 }

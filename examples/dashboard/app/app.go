@@ -5,7 +5,6 @@ package app
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -25,6 +24,7 @@ import (
 	"github.com/proxywatch/proxywatch/examples/dashboard/ui"
 	"github.com/proxywatch/proxywatch/hub"
 	"github.com/proxywatch/proxywatch/hub/clash"
+	"github.com/proxywatch/proxywatch/internal/webauth"
 )
 
 // Extension adds flags and servers to the dashboard program. The zero value
@@ -224,11 +224,11 @@ func loadCerts(path string) ([]*x509.Certificate, error) {
 func newUIHandler(h *hub.Hub, mitm *proxywatch.MITM) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/start", h)
+	auth := webauth.New(webauth.Policy{Token: h.Token()})
 	mux.HandleFunc("/auth/check", func(w http.ResponseWriter, r *http.Request) {
 		// The login screen asks here whether a secret is right: a refused
 		// WebSocket upgrade shows no status to a page.
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(h.Token())) != 1 {
+		if !auth.Matches(r) {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}

@@ -42,9 +42,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // readAheadAfter is how long a request waits for its upstream before its
 // client connection is read ahead. Most upstreams answer sooner, and such a
 // request then costs no goroutine, no buffer and no system call to watch its
-// client (started for every request, the read ahead was a goroutine, a read
-// that found nothing and a wake-up to stop it); a client that leaves a slow
-// upstream is noticed this much later, which only matters to a slow upstream.
+// client; a client that leaves a slow upstream is noticed this much later.
 const readAheadAfter = 50 * time.Millisecond
 
 // watchGone makes a read ahead due in readAheadAfter, unless one is due or

@@ -274,8 +274,7 @@ const sessionPeriods = 16
 
 // liveSession returns the newest live connection whose ID has the low 16
 // bits s (a session number as goproxy prints it), among IDs up to max, the
-// highest seen. It looks the candidates up in the live set, newest first,
-// instead of keeping an index of every live connection by its low bits.
+// highest seen. It looks the candidates up in the live set, newest first.
 func (r *registry) liveSession(s, max int64) (ConnID, bool) {
 	c := max&^0xFFFF | s
 	if c > max {

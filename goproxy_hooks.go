@@ -60,21 +60,11 @@ func (p *Proxy) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Reque
 		}
 	}
 
-	// The request's own context ends when goproxy finished with it (plain:
-	// ServeHTTP returned; MITM: the response was written). For a MITM
-	// request, a context of ours lets CloseConnection cancel the upstream
-	// round trip. A plain request needs none: closing its client connection
-	// (entry.kill) fails net/http's background read, which cancels the
-	// request's own context, or the client body the round trip sends, and
-	// a derived context with a copy of the request would cost every plain
-	// request for nothing.
-	//
-	// The MITM context keeps the values of goproxy's but not its
-	// cancellation: requestDone, which runs when goproxy's ends, cancels it
-	// first thing. Derived from goproxy's, it would be one more child that
-	// goproxy's context registers, then cancels and removes for every
-	// request, for a cancellation nobody waits for by then: goproxy closed
-	// the response body before it ends its context.
+	// A MITM request gets a context of ours, so that CloseConnection can
+	// cancel its upstream round trip; it keeps the values of goproxy's
+	// context but not its cancellation, and requestDone cancels it. A plain
+	// request needs none: closing its client connection (entry.kill) makes
+	// net/http cancel the request's own context.
 	done := req.Context()
 	if tc == nil {
 		rctx, cancel := context.WithCancel(context.WithoutCancel(done))

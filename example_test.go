@@ -39,7 +39,8 @@ func ExampleNew() {
 	for _, conn := range p.History() {
 		fmt.Println(conn.Protocol, conn.Method, conn.Status, conn.EndReason, "up", conn.Up, "down", conn.Down)
 	}
-	up, down := p.Totals()
+	st := p.Stats()
+	up, down := st.Up, st.Down
 	fmt.Println("totals", up, down)
 	// Output:
 	// HTTP POST 200 completed up 4 down 12

@@ -110,7 +110,8 @@ func TestSoak(t *testing.T) {
 			defer ledger.Unlock()
 			return ledger.closed == st.Closed
 		})
-		up, down := e.p.Totals()
+		st = e.p.Stats()
+		up, down := st.Up, st.Down
 		ledger.Lock()
 		if ledger.up != up || ledger.down != down {
 			t.Errorf("round %d: totals %d/%d, the closed connections sum to %d/%d", round, up, down, ledger.up, ledger.down)

@@ -92,9 +92,10 @@ func checkTotals(t testing.TB, p *proxywatch.Proxy) {
 		up += c.Up
 		down += c.Down
 	}
-	gu, gd := p.Totals()
+	st := p.Stats()
+	gu, gd := st.Up, st.Down
 	if gu != up || gd != down {
-		t.Errorf("Totals() = %d/%d, sum over connections = %d/%d", gu, gd, up, down)
+		t.Errorf("Stats() totals = %d/%d, sum over connections = %d/%d", gu, gd, up, down)
 	}
 }
 

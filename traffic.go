@@ -31,18 +31,12 @@ func perSecond(n uint64, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
-// Totals returns the bytes counted since New: up is client to upstream, down
-// upstream to client. It equals the sum over every connection, live and closed,
-// by construction: it is that sum.
-func (p *Proxy) Totals() (up, down uint64) {
-	p.reg.mu.Lock()
-	defer p.reg.mu.Unlock()
-	return p.reg.totalsLocked()
-}
-
 // Stats is a snapshot of the Proxy's counters.
 type Stats struct {
-	Up, Down       uint64 // as Totals
+	// Up and Down are the bytes counted since New: up is client to upstream,
+	// down upstream to client. Each equals the sum over every connection,
+	// live and closed, by construction: it is that sum.
+	Up, Down       uint64
 	Live           int    // connections in the live set
 	Opened, Closed uint64 // connections ever opened and closed
 	Logs           uint64 // log records made (some log observer wanted their level), dropped ones included
@@ -67,7 +61,8 @@ func (p *Proxy) sampler(stop <-chan struct{}) {
 	t := time.NewTicker(p.sampleInterval)
 	defer t.Stop()
 	prev := time.Now()
-	prevUp, prevDown := p.Totals()
+	st := p.Stats()
+	prevUp, prevDown := st.Up, st.Down
 	for {
 		select {
 		case <-stop:

@@ -75,7 +75,8 @@ func TestCollectAfterRealTraffic(t *testing.T) {
 	wantUp := 2*postSize + tunSize + errUp
 	wantDown := 7*respSize + tunSize + errDown
 	proxytest.WaitFor(t, "the tunnel's bytes in Totals", func() bool {
-		up, down := p.Totals()
+		st := p.Stats()
+		up, down := st.Up, st.Down
 		return int64(up) == wantUp && int64(down) == wantDown
 	})
 	check(t, collect(t, reader),
@@ -97,8 +98,8 @@ func TestCollectAfterRealTraffic(t *testing.T) {
 	// counts cannot change between the LogCounter's snapshot and the reader's.
 	stop()
 
-	if up, down := p.Totals(); int64(up) != wantUp || int64(down) != wantDown {
-		t.Fatalf("Totals = %d/%d, want %d/%d", up, down, wantUp, wantDown)
+	if st := p.Stats(); int64(st.Up) != wantUp || int64(st.Down) != wantDown {
+		t.Fatalf("Stats() totals = %d/%d, want %d/%d", st.Up, st.Down, wantUp, wantDown)
 	}
 	levels, _, _ := logs.Snapshot()
 	if levels["INFO"] == 0 || levels["WARN"]+levels["ERROR"] == 0 {

@@ -308,10 +308,10 @@ func (o *Observer) collect(_ context.Context, obs metric.Observer) error {
 		return nil
 	}
 
-	up, down := o.p.Totals()
-	obs.ObserveInt64(o.bytes, clamp(up), o.attrs(attribute.String("direction", "up")))
-	obs.ObserveInt64(o.bytes, clamp(down), o.attrs(attribute.String("direction", "down")))
-	obs.ObserveInt64(o.dropped, clamp(o.p.Stats().Dropped), o.attrs())
+	st := o.p.Stats()
+	obs.ObserveInt64(o.bytes, clamp(st.Up), o.attrs(attribute.String("direction", "up")))
+	obs.ObserveInt64(o.bytes, clamp(st.Down), o.attrs(attribute.String("direction", "down")))
+	obs.ObserveInt64(o.dropped, clamp(st.Dropped), o.attrs())
 
 	byProto, byHost := live.Count(o.p.Connections(), labelled, hosttop.Other)
 	for proto, n := range byProto {

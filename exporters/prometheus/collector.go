@@ -242,10 +242,10 @@ func (c *Collector) Collect(ch chan<- prom.Metric) {
 	if c.p == nil {
 		return
 	}
-	up, down := c.p.Totals()
-	ch <- prom.MustNewConstMetric(c.bytes, prom.CounterValue, float64(up), "up")
-	ch <- prom.MustNewConstMetric(c.bytes, prom.CounterValue, float64(down), "down")
-	ch <- prom.MustNewConstMetric(c.dropped, prom.CounterValue, float64(c.p.Stats().Dropped))
+	st := c.p.Stats()
+	ch <- prom.MustNewConstMetric(c.bytes, prom.CounterValue, float64(st.Up), "up")
+	ch <- prom.MustNewConstMetric(c.bytes, prom.CounterValue, float64(st.Down), "down")
+	ch <- prom.MustNewConstMetric(c.dropped, prom.CounterValue, float64(st.Dropped))
 
 	byProto, byHost := live.Count(c.p.Connections(), labelled, hosttop.Other)
 	for proto, n := range byProto {

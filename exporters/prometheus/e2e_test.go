@@ -151,7 +151,8 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 	wantUp := 2*postSize + tunSize + errUp
 	wantDown := 7*respSize + tunSize + errDown // untyped constants: uint64
 	proxytest.WaitFor(t, "the tunnel's bytes in Totals", func() bool {
-		up, down := p.Totals()
+		st := p.Stats()
+		up, down := st.Up, st.Down
 		if up != wantUp || down != wantDown {
 		}
 		return up == wantUp && down == wantDown
@@ -199,8 +200,8 @@ proxywatch_host_live_connections{host="other"} 1
 	for _, ci := range hist {
 		durations[ci.Protocol] += ci.End.Sub(ci.Start).Seconds()
 	}
-	if up, down := p.Totals(); up != wantUp || down != wantDown {
-		t.Fatalf("Totals = %d/%d, want %d/%d", up, down, wantUp, wantDown)
+	if st := p.Stats(); st.Up != wantUp || st.Down != wantDown {
+		t.Fatalf("Stats() totals = %d/%d, want %d/%d", st.Up, st.Down, wantUp, wantDown)
 	}
 
 	// Hosts with TopHosts 2: web took the first label and the dead port the
@@ -311,7 +312,8 @@ proxywatch_observer_dropped_events_total 0
 		t.Errorf("no duration histogram for %v", durations)
 	}
 	// The byte totals are the Proxy's Totals, exactly.
-	up, down := p.Totals()
+	st := p.Stats()
+	up, down := st.Up, st.Down
 	if got := value(t, fams, "proxywatch_bytes_total", "direction=up"); got != float64(up) {
 		t.Errorf("bytes_total{up} = %v, Totals up = %d", got, up)
 	}

@@ -53,8 +53,11 @@ func LevelName(l slog.Level) string {
 	return "DEBUG"
 }
 
-// ParseLevel parses a wire level name (case-insensitive: DEBUG, INFO, WARN,
-// WARNING, ERROR) into a slog.Level.
+// ParseLevel parses a level name as the wire protocols spell it
+// (case-insensitive: DEBUG, INFO, WARN, WARNING, ERROR) into a slog.Level.
+// Unlike slog.Level.UnmarshalText it takes WARNING, mihomo's name, and
+// refuses offsets such as INFO+2, which no client of the hub or the Clash API
+// sends and LevelName could not say back.
 func ParseLevel(s string) (slog.Level, bool) {
 	switch strings.ToUpper(s) {
 	case "DEBUG":

@@ -1,6 +1,9 @@
 package proxywatch
 
-import "sync"
+import (
+	"fmt"
+	"sync"
+)
 
 // TrafficObserver receives one TrafficSample per sampler tick. See the package
 // documentation (# Observers) for the delivery contract.
@@ -87,7 +90,7 @@ func (p *Proxy) Observe(o any) (stop func()) {
 	c, _ := o.(ConnObserver)
 	l, _ := o.(LogObserver)
 	if t == nil && c == nil && l == nil {
-		panic("proxywatch: Observe of a value that implements no observer interface")
+		panic(fmt.Sprintf("proxywatch: Observe(%T): it implements none of TrafficObserver, ConnObserver and LogObserver", o))
 	}
 	s := newSubscriber(t, c, l, p.obs.queue)
 	if !p.start() {

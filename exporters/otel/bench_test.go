@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/exporters/internal/proxytest"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwotel "github.com/proxywatch/proxywatch/exporters/otel"
 )
 

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/exporters/internal/proxytest"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwotel "github.com/proxywatch/proxywatch/exporters/otel"
 )
 

@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/exporters/internal/proxytest"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwprom "github.com/proxywatch/proxywatch/exporters/prometheus"
 )
 

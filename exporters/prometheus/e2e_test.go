@@ -21,7 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/exporters/internal/proxytest"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwprom "github.com/proxywatch/proxywatch/exporters/prometheus"
 )
 

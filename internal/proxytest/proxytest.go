@@ -1,6 +1,7 @@
-// Package proxytest holds the helpers the exporters' tests share: a real
-// Proxy on loopback, clients that use it, upstreams, hand-made CONNECT
-// tunnels, and a log observer that counts what it is given.
+// Package proxytest holds the test helpers that packages of more than one
+// module share (the exporters, hub/clash): a real Proxy on loopback, clients
+// that use it, upstreams, hand-made CONNECT tunnels, and a log observer that
+// counts what it is given.
 package proxytest
 
 import (

@@ -151,14 +151,16 @@ type API struct {
 	closed  bool
 	streams int
 	logSubs map[*logSub]struct{}
+	traffic map[*trafficSub]struct{}     // open /traffic streams, fed by observeTraffic
 	conns   map[*websocket.Conn]struct{} // upgraded sockets, to cut on Close
 }
 
 // New returns an API for p configured by opts (nil means all
-// defaults). It registers itself with p.Observe to receive log records, which
-// starts p's observer machinery; Close removes it again. It starts no
-// goroutine of its own: each stream runs in its request's goroutine plus, for
-// a WebSocket, one reader goroutine, and Close ends them all.
+// defaults). It registers itself with p.Observe to receive log records and
+// traffic samples, which starts p's observer machinery; Close removes it
+// again. It starts no goroutine of its own: each stream runs in its request's
+// goroutine plus, for a WebSocket, one reader goroutine, and Close ends them
+// all.
 func New(p *proxywatch.Proxy, opts *Options) *API {
 	return newAPI(p, opts)
 }
@@ -183,6 +185,7 @@ func newAPI(src source, opts *Options) *API {
 		writeWait:     defaults.Or(o.WriteWait, defaultWriteWait),
 		done:          make(chan struct{}),
 		logSubs:       make(map[*logSub]struct{}),
+		traffic:       make(map[*trafficSub]struct{}),
 		conns:         make(map[*websocket.Conn]struct{}),
 	}
 	if c.log == nil {
@@ -192,7 +195,7 @@ func newAPI(src source, opts *Options) *API {
 	c.upgrader = websocket.Upgrader{
 		CheckOrigin: c.auth.OriginAllowed, // checked before already
 	}
-	c.stopObserve = src.Observe(proxywatch.LogObserverFunc(c.observeLog))
+	c.stopObserve = src.Observe(observer{c})
 	return c
 }
 

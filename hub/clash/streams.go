@@ -9,9 +9,12 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/proxywatch/proxywatch"
 )
 
 // traffic is the JSON of a /traffic message.
@@ -197,43 +200,104 @@ func (c *API) closeStream(s *stream, why error) {
 	c.releaseStream()
 }
 
-// serveTraffic streams {"up","down","upTotal","downTotal"} every
-// TrafficInterval: up and down are bytes per second over the real time since
-// the previous message (the first covers the first interval), the totals are
-// every byte since the Proxy was created.
+// observer is what the API registers with Observe: the log records feed the
+// /logs streams, the sampler's traffic samples feed the /traffic streams.
+type observer struct{ api *API }
+
+func (o observer) ObserveLog(r proxywatch.LogRecord)         { o.api.observeLog(r) }
+func (o observer) ObserveTraffic(s proxywatch.TrafficSample) { o.api.observeTraffic(s) }
+
+// trafficSub is one open /traffic stream's share of the samples: what it has
+// not sent yet, summed over the samples since its last message.
+type trafficSub struct {
+	mu                 sync.Mutex
+	up, down           uint64
+	upTotal, downTotal uint64
+	interval, last     time.Duration // summed real interval; the newest sample's
+	ready              chan struct{} // cap 1: a sample arrived
+}
+
+// observeTraffic adds s to every open /traffic stream. It implements the
+// API's proxywatch.TrafficObserver; the Proxy calls it once per sample.
+func (c *API) observeTraffic(s proxywatch.TrafficSample) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t := range c.traffic {
+		t.mu.Lock()
+		t.up += s.Up
+		t.down += s.Down
+		t.upTotal, t.downTotal = s.UpTotal, s.DownTotal
+		t.interval += s.Interval
+		t.last = s.Interval
+		t.mu.Unlock()
+		select {
+		case t.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take returns the sums since the last message once they cover about
+// every (within half a sample), and resets them; ok is false before that.
+func (t *trafficSub) take(every time.Duration) (m traffic, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.interval == 0 || t.interval+t.last/2 < every {
+		return traffic{}, false
+	}
+	secs := t.interval.Seconds()
+	m = traffic{
+		Up:        perSecond(t.up, secs),
+		Down:      perSecond(t.down, secs),
+		UpTotal:   t.upTotal,
+		DownTotal: t.downTotal,
+	}
+	t.up, t.down, t.interval = 0, 0, 0
+	return m, true
+}
+
+// serveTraffic streams {"up","down","upTotal","downTotal"} from the Proxy's
+// traffic samples: one message per TrafficInterval, rounded to whole samples
+// (a message goes out once its samples cover the interval within half a
+// sample, so it never comes faster than the sampler). Up and down are bytes
+// per second over the samples' real time; the totals are every byte since
+// the Proxy was created, as of the newest sample.
 func (c *API) serveTraffic(w http.ResponseWriter, r *http.Request) {
 	s := c.openStream(w, r)
 	if s == nil {
 		return
 	}
-	t := time.NewTicker(c.trafficEvery)
-	defer t.Stop()
-	st := c.src.Stats()
-	prevUp, prevDown, prev := st.Up, st.Down, time.Now()
+	t := &trafficSub{ready: make(chan struct{}, 1)}
+	c.mu.Lock()
+	c.traffic[t] = struct{}{}
+	c.mu.Unlock()
 	var err error
 	for err == nil {
-		if err = s.wait(t.C); err != nil {
+		select {
+		case <-t.ready:
+		case <-s.gone:
+			err = io.EOF
+		case <-c.done:
+			err = errClosed
+		}
+		if err != nil {
 			break
 		}
-		st := c.src.Stats()
-		now := time.Now()
-		secs := now.Sub(prev).Seconds()
-		err = s.send(traffic{
-			Up:        perSecond(st.Up, prevUp, secs),
-			Down:      perSecond(st.Down, prevDown, secs),
-			UpTotal:   st.Up,
-			DownTotal: st.Down,
-		})
-		prevUp, prevDown, prev = st.Up, st.Down, now
+		if m, ok := t.take(c.trafficEvery); ok {
+			err = s.send(m)
+		}
 	}
+	c.mu.Lock()
+	delete(c.traffic, t)
+	c.mu.Unlock()
 	c.closeStream(s, err)
 }
 
-func perSecond(now, before uint64, secs float64) uint64 {
-	if now <= before || secs <= 0 {
+func perSecond(n uint64, secs float64) uint64 {
+	if n == 0 || secs <= 0 {
 		return 0
 	}
-	return uint64(math.Round(float64(now-before) / secs))
+	return uint64(math.Round(float64(n) / secs))
 }
 
 // serveMemory streams {"inuse","oslimit"} every MemoryInterval, the first at

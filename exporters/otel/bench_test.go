@@ -9,8 +9,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwotel "github.com/proxywatch/proxywatch/exporters/otel"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 )
 
 // BenchmarkHotPath measures what the exporter costs the proxy's hot path:

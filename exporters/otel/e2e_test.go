@@ -12,8 +12,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwotel "github.com/proxywatch/proxywatch/exporters/otel"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 )
 
 func TestMain(m *testing.M) {
@@ -74,7 +74,7 @@ func TestCollectAfterRealTraffic(t *testing.T) {
 	}
 	wantUp := 2*postSize + tunSize + errUp
 	wantDown := 7*respSize + tunSize + errDown
-	proxytest.WaitFor(t, "the tunnel's bytes in Totals", func() bool {
+	proxytest.WaitFor(t, "the tunnel's bytes in Stats", func() bool {
 		st := p.Stats()
 		up, down := st.Up, st.Down
 		return int64(up) == wantUp && int64(down) == wantDown

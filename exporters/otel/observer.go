@@ -158,7 +158,7 @@ func New(p *proxywatch.Proxy, opts *Options) (*Observer, error) {
 	var observed []metric.Observable
 	if p != nil {
 		ob.bytes, e = m.Int64ObservableCounter("proxywatch.bytes", metric.WithUnit("By"),
-			metric.WithDescription("Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals."))
+			metric.WithDescription("Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Stats().Up and .Down."))
 		keep(e)
 		ob.live, e = m.Int64ObservableUpDownCounter("proxywatch.live_connections", metric.WithUnit("{connection}"),
 			metric.WithDescription("Connections in the live set, by protocol."))

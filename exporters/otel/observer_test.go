@@ -129,7 +129,7 @@ const (
 	descSize     = "Bytes each ended connection carried, by protocol and direction (up: client to upstream, down: upstream to client)."
 	descLogs     = "Log records received by this exporter, by level."
 	descLogsDrop = "Log records this exporter missed because its observer queue was full."
-	descBytes    = "Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals."
+	descBytes    = "Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Stats().Up and .Down."
 	descLive     = "Connections in the live set, by protocol."
 	descDropped  = "Observer events (traffic samples, connection events, log records) the proxy dropped because an observer, any observer, did not keep up."
 	descHostB    = "Bytes carried by ended connections, by host (the top hosts by bytes; the rest are \"other\") and direction."

@@ -8,8 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwprom "github.com/proxywatch/proxywatch/exporters/prometheus"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 )
 
 // BenchmarkHotPath measures what the exporter costs the proxy's hot path:

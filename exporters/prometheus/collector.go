@@ -135,7 +135,7 @@ func New(p *proxywatch.Proxy, opts *Options) *Collector {
 	}
 
 	c.bytes = prom.NewDesc(prom.BuildFQName(ns, "", "bytes_total"),
-		"Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals.",
+		"Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Stats().Up and .Down.",
 		[]string{"direction"}, cl)
 	c.live = prom.NewDesc(prom.BuildFQName(ns, "", "live_connections"),
 		"Connections in the live set, by protocol.",
@@ -218,7 +218,7 @@ func (c *Collector) Describe(ch chan<- *prom.Desc) {
 }
 
 // Collect sends the current metrics: the event-driven ones as counted so far,
-// and the ones read from the Proxy now (Totals, Stats and Connections). It
+// and the ones read from the Proxy now (Stats and Connections). It
 // implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prom.Metric) {
 	c.opened.Collect(ch)

@@ -33,7 +33,7 @@
 //
 // Read from the Proxy at scrape time, exact whatever happened to events:
 //
-//	proxywatch_bytes_total{direction}                 counter   Proxy.Totals: up and down
+//	proxywatch_bytes_total{direction}                 counter   Proxy.Stats: Up and Down
 //	proxywatch_live_connections{protocol}             gauge     Proxy.Connections, by protocol
 //	proxywatch_observer_dropped_events_total          counter   Stats.Dropped: events any observer missed
 //

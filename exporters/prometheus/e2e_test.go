@@ -21,8 +21,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/proxywatch/proxywatch"
-	"github.com/proxywatch/proxywatch/internal/proxytest"
 	pwprom "github.com/proxywatch/proxywatch/exporters/prometheus"
+	"github.com/proxywatch/proxywatch/internal/proxytest"
 )
 
 func TestMain(m *testing.M) {
@@ -115,7 +115,7 @@ func TestScrapeAfterRealTraffic(t *testing.T) {
 
 	// Before any traffic: every known series at zero.
 	scrapeCompare(t, metrics, `
-# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals.
+# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Stats().Up and .Down.
 # TYPE proxywatch_bytes_total counter
 proxywatch_bytes_total{direction="down"} 0
 proxywatch_bytes_total{direction="up"} 0
@@ -150,7 +150,7 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 	}
 	wantUp := 2*postSize + tunSize + errUp
 	wantDown := 7*respSize + tunSize + errDown // untyped constants: uint64
-	proxytest.WaitFor(t, "the tunnel's bytes in Totals", func() bool {
+	proxytest.WaitFor(t, "the tunnel's bytes in Stats", func() bool {
 		st := p.Stats()
 		up, down := st.Up, st.Down
 		if up != wantUp || down != wantDown {
@@ -158,7 +158,7 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 		return up == wantUp && down == wantDown
 	})
 	scrapeCompare(t, metrics, fmt.Sprintf(`
-# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals.
+# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Stats().Up and .Down.
 # TYPE proxywatch_bytes_total counter
 proxywatch_bytes_total{direction="down"} %d
 proxywatch_bytes_total{direction="up"} %d
@@ -214,7 +214,7 @@ proxywatch_host_live_connections{host="other"} 1
 		t.Errorf("want INFO records and a WARN or ERROR one (the dead upstream), got %v", levels)
 	}
 	scrapeCompare(t, metrics, fmt.Sprintf(`
-# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Totals.
+# HELP proxywatch_bytes_total Bytes the proxy carried since it was created, by direction (up: client to upstream, down: upstream to client); equals Proxy.Stats().Up and .Down.
 # TYPE proxywatch_bytes_total counter
 proxywatch_bytes_total{direction="down"} %[1]d
 proxywatch_bytes_total{direction="up"} %[2]d
@@ -311,14 +311,14 @@ proxywatch_observer_dropped_events_total 0
 	if len(durations) != 0 {
 		t.Errorf("no duration histogram for %v", durations)
 	}
-	// The byte totals are the Proxy's Totals, exactly.
+	// The byte totals are the Proxy's Stats, exactly.
 	st := p.Stats()
 	up, down := st.Up, st.Down
 	if got := value(t, fams, "proxywatch_bytes_total", "direction=up"); got != float64(up) {
-		t.Errorf("bytes_total{up} = %v, Totals up = %d", got, up)
+		t.Errorf("bytes_total{up} = %v, Stats up = %d", got, up)
 	}
 	if got := value(t, fams, "proxywatch_bytes_total", "direction=down"); got != float64(down) {
-		t.Errorf("bytes_total{down} = %v, Totals down = %d", got, down)
+		t.Errorf("bytes_total{down} = %v, Stats down = %d", got, down)
 	}
 }
 

@@ -96,14 +96,52 @@ func (s *memSource) CloseConnections(match func(proxywatch.ConnInfo) bool) []pro
 	return closed
 }
 
+// Observe records o and, when o is a TrafficObserver, feeds it a sample of
+// the totals every memSampleInterval, as the Proxy's sampler does, until the
+// returned stop is called; stop waits for the feeding goroutine to end.
 func (s *memSource) Observe(o any) func() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.observed = append(s.observed, o)
+	s.mu.Unlock()
+	stop, done := make(chan struct{}), make(chan struct{})
+	t, ok := o.(proxywatch.TrafficObserver)
+	if !ok {
+		close(done)
+	} else {
+		go s.sample(t, stop, done)
+	}
 	return func() {
+		close(stop)
+		<-done
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.observed = nil
+	}
+}
+
+// memSampleInterval is memSource's sampler period.
+const memSampleInterval = 5 * time.Millisecond
+
+// sample is memSource's sampler: the differences of the totals over the real
+// interval, as proxywatch's.
+func (s *memSource) sample(o proxywatch.TrafficObserver, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(memSampleInterval)
+	defer tick.Stop()
+	prev, st := time.Now(), s.Stats()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			cur := s.Stats()
+			o.ObserveTraffic(proxywatch.TrafficSample{
+				Time: now, Interval: now.Sub(prev),
+				Up: cur.Up - st.Up, Down: cur.Down - st.Down,
+				UpTotal: cur.Up, DownTotal: cur.Down, Live: cur.Live,
+			})
+			prev, st = now, cur
+		}
 	}
 }
 

@@ -30,7 +30,10 @@ type Options struct {
 	// (not a browser) are always allowed; the origin "null" never is.
 	AllowedOrigins []string
 
-	// TrafficInterval is the period of traffic messages. Zero means one
+	// TrafficInterval is the period of traffic messages, rounded to whole
+	// samples of the Proxy's sampler (proxywatch.Options.SampleInterval):
+	// each message sums the samples since the previous one, so a period
+	// shorter than the sampler's gives one message per sample. Zero means one
 	// second.
 	TrafficInterval time.Duration
 
@@ -156,7 +159,7 @@ type Hub struct {
 	deltaMu sync.Mutex
 	delta   deltaState
 
-	// owned by the ticker goroutine
+	// owned by the goroutine that delivers the Proxy's samples (ObserveTraffic)
 	lastUp, lastDown uint64
 	lastTraffic      time.Time
 }
@@ -343,9 +346,10 @@ func (h *Hub) mustEncode(typ string, data any, ref json.RawMessage) []byte {
 }
 
 var (
-	_ http.Handler            = (*Hub)(nil)
-	_ io.Closer               = (*Hub)(nil)
-	_ proxywatch.ConnObserver = (*Hub)(nil)
-	_ proxywatch.LogObserver  = (*Hub)(nil)
-	_ slog.Leveler            = (*Hub)(nil)
+	_ http.Handler               = (*Hub)(nil)
+	_ io.Closer                  = (*Hub)(nil)
+	_ proxywatch.TrafficObserver = (*Hub)(nil)
+	_ proxywatch.ConnObserver    = (*Hub)(nil)
+	_ proxywatch.LogObserver     = (*Hub)(nil)
+	_ slog.Leveler               = (*Hub)(nil)
 )

@@ -9,11 +9,9 @@ import (
 	"github.com/proxywatch/proxywatch"
 )
 
-// tick is the one goroutine that pushes traffic and connections.
+// tick is the one goroutine that pushes connections and event batches.
 func (h *Hub) tick() {
 	defer h.wg.Done()
-	traffic := time.NewTicker(h.trafficEvery)
-	defer traffic.Stop()
 	conns := time.NewTicker(h.connsEvery)
 	defer conns.Stop()
 	events := time.NewTicker(h.eventsEvery)
@@ -22,8 +20,6 @@ func (h *Hub) tick() {
 		select {
 		case <-h.done:
 			return
-		case <-traffic.C:
-			h.pushTraffic()
 		case <-conns.C:
 			h.pushConnections()
 		case <-events.C:
@@ -65,21 +61,29 @@ func eventBatchSize(events []Event) int {
 	return n
 }
 
-// pushTraffic sends the bytes moved since the previous push, over the real
-// elapsed time. The totals are read even with nobody subscribed, so that the
-// first message after a subscribe covers one interval, not the hub's life.
-func (h *Hub) pushTraffic() {
-	st := h.src.Stats()
-	now := time.Now()
-	t := Traffic{
-		Up:        delta(st.Up, h.lastUp),
-		Down:      delta(st.Down, h.lastDown),
-		UpTotal:   st.Up,
-		DownTotal: st.Down,
-		Live:      st.Live,
-		Interval:  now.Sub(h.lastTraffic).Milliseconds(),
+// ObserveTraffic turns the Proxy's traffic samples into traffic messages:
+// one per TrafficInterval, rounded to whole samples (a message goes out once
+// the samples since the previous one cover the interval within half a
+// sample, so none comes faster than the sampler). Up and down are the
+// differences of the samples' running totals, so a sample an overloaded
+// observer queue dropped is still counted in the next message. The totals are
+// followed even with nobody subscribed, so that the first message after a
+// subscribe covers one interval, not the hub's life. It implements
+// proxywatch.TrafficObserver; the Proxy calls it.
+func (h *Hub) ObserveTraffic(s proxywatch.TrafficSample) {
+	elapsed := s.Time.Sub(h.lastTraffic)
+	if elapsed+s.Interval/2 < h.trafficEvery {
+		return
 	}
-	h.lastUp, h.lastDown, h.lastTraffic = st.Up, st.Down, now
+	t := Traffic{
+		Up:        delta(s.UpTotal, h.lastUp),
+		Down:      delta(s.DownTotal, h.lastDown),
+		UpTotal:   s.UpTotal,
+		DownTotal: s.DownTotal,
+		Live:      s.Live,
+		Interval:  elapsed.Milliseconds(),
+	}
+	h.lastUp, h.lastDown, h.lastTraffic = s.UpTotal, s.DownTotal, s.Time
 	if !h.subscribed(topicTraffic) {
 		return
 	}

@@ -23,7 +23,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		if isEOF(err) {
 			b.e.watchClient()
 		} else {
-			b.e.reqErr.CompareAndSwap(nil, &errorBox{err})
+			b.e.reqErr.CompareAndSwap(nil, boxErr(err))
 		}
 	}
 	return n, err
@@ -140,7 +140,7 @@ func (b *wsBody) Write(p []byte) (int, error) {
 // on this side, which goproxy does once either direction ended).
 func (b *wsBody) failed(err error) {
 	if !isEOF(err) && !errors.Is(err, net.ErrClosed) {
-		b.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
+		b.e.bodyErr.CompareAndSwap(nil, boxErr(err))
 	}
 }
 

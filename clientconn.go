@@ -26,19 +26,19 @@ type clientConn struct {
 
 	wire     atomic.Uint64            // bytes read plus written, for idle detection only
 	failed   atomic.Pointer[errorBox] // first read or write error other than EOF
+	eof      atomic.Uint64            // endStamp of the client's EOF; 0 while it sends
 	hijacked atomic.Bool
 	busy     atomic.Int32 // live plain requests on it: the idle timeout applies
-	eof      atomic.Bool  // the client finished sending (read EOF)
 
-	closeOnce sync.Once // after the three above: no padding between them
+	closeOnce sync.Once // after the two above: no padding between them
 	closeErr  *errorBox // what closing returned, if it failed
 
 	// The CONNECT note, set by the CONNECT hook before goproxy decides what
-	// to do with the tunnel: its session, and when it came. connectAt is
-	// written before connectID is stored, and read only after a load of
-	// connectID found it set.
+	// to do with the tunnel: its session, and when it came (monoNanos).
+	// connectAt is written before connectID is stored, and read only after a
+	// load of connectID found it set.
 	connectID atomic.Int64
-	connectAt time.Time
+	connectAt int64
 
 	ahead    atomic.Pointer[readAhead] // MITM requests only: notices the client leaving
 	deadline atomic.Int64              // the owner's read deadline (deadlineNanos), restored after a read ahead
@@ -73,14 +73,29 @@ var (
 func (c *clientTCPConn) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
 func (c *clientTCPConn) CloseRead() error  { return c.Conn.(halfCloser).CloseRead() }
 
-type errorBox struct{ err error }
+// errorBox holds an error, with the endStamp of when it was noted.
+type errorBox struct {
+	err error
+	at  uint64
+}
+
+// boxErr boxes err, stamped now.
+func boxErr(err error) *errorBox { return &errorBox{err: err, at: endStamp()} }
+
+// endOrder orders the ends and failures of connections' sides, so that a
+// tunnel's end reason can name the side that ended first.
+var endOrder atomic.Uint64
+
+// endStamp returns a stamp greater than every stamp before it. It is taken
+// only when a side ends or fails, once or twice per connection.
+func endStamp() uint64 { return endOrder.Add(1) }
 
 // noteConnect notes a CONNECT of session id, made at start. A client
 // connection carries at most one CONNECT (goproxy hijacks it), and the first
 // note is kept.
 func (c *clientConn) noteConnect(id ConnID, start time.Time) {
 	if c.connectID.Load() == 0 {
-		c.connectAt = start
+		c.connectAt = monoNanos(start)
 		c.connectID.Store(int64(id))
 	}
 }
@@ -89,7 +104,7 @@ func (c *clientConn) noteConnect(id ConnID, start time.Time) {
 // came; ok is false when it carried none (yet).
 func (c *clientConn) connectNote() (id ConnID, start time.Time, ok bool) {
 	if n := c.connectID.Load(); n != 0 {
-		return ConnID(n), c.connectAt, true
+		return ConnID(n), monoTime(c.connectAt), true
 	}
 	return 0, time.Time{}, false
 }
@@ -99,6 +114,10 @@ func (c *clientConn) connectNote() (id ConnID, start time.Time, ok bool) {
 var monoBase = time.Now()
 
 func monoNanos(t time.Time) int64 { return max(int64(t.Sub(monoBase)), 1) }
+
+// monoTime is the time monoNanos encoded as n. Its wall clock is monoBase's
+// plus the monotonic time since, which is what durations use anyway.
+func monoTime(n int64) time.Time { return monoBase.Add(time.Duration(n)) }
 
 // deadlineNanos encodes a deadline as an integer: 0 for none.
 func deadlineNanos(t time.Time) int64 {
@@ -158,7 +177,7 @@ func (c *clientConn) account(n int, err error) {
 
 func (c *clientConn) noteErr(err error) {
 	if isEOF(err) {
-		c.eof.Store(true)
+		c.eof.CompareAndSwap(0, endStamp())
 		return
 	}
 	if errors.Is(err, net.ErrClosed) {
@@ -171,12 +190,12 @@ func (c *clientConn) noteErr(err error) {
 		// hijack; deadlines are their owner's business, not a client failure.
 		return
 	}
-	c.failed.CompareAndSwap(nil, &errorBox{err})
+	c.failed.CompareAndSwap(nil, boxErr(err))
 }
 
 // gone reports whether the client side has ended: it closed, reset or failed.
 func (c *clientConn) gone() bool {
-	return c != nil && (c.eof.Load() || c.failed.Load() != nil)
+	return c != nil && (c.eof.Load() != 0 || c.failed.Load() != nil)
 }
 
 // failure returns the first I/O error on the client side other than EOF.
@@ -220,7 +239,7 @@ func (c *clientConn) Close() error {
 		c.p.clients.remove(c)
 		c.flushHeld()
 		if err := c.Conn.Close(); err != nil {
-			c.closeErr = &errorBox{err}
+			c.closeErr = boxErr(err)
 		}
 		if a := c.ahead.Load(); a != nil {
 			a.mu.Lock()

@@ -34,7 +34,7 @@ func (rt *countingRT) RoundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http
 		resp, err = rt.p.gp.Tr.RoundTrip(upstreamHop(req))
 	}
 	if err != nil {
-		e.rtErr.CompareAndSwap(nil, &errorBox{err})
+		e.rtErr.CompareAndSwap(nil, boxErr(err))
 		if errors.Is(err, errLoop) {
 			rt.p.setStatus(e, http.StatusLoopDetected)
 			return loopResponse(req), nil
@@ -114,7 +114,7 @@ func (p *Proxy) WrapRoundTripper(ctx *goproxy.ProxyCtx, rt goproxy.RoundTripper)
 // chunked response normally, and the client would take a truncated body for a
 // complete one.
 func (p *Proxy) upstreamBroke(e *entry, err error) {
-	if !e.bodyErr.CompareAndSwap(nil, &errorBox{err}) {
+	if !e.bodyErr.CompareAndSwap(nil, boxErr(err)) {
 		return
 	}
 	if isCanceled(err) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // tunnelConn is a CONNECT tunnel's upstream connection: what is written to it
@@ -15,8 +16,9 @@ type tunnelConn struct {
 	net.Conn
 	e    *entry
 	p    *Proxy
+	eof  atomic.Uint64 // endStamp of the upstream's EOF; 0 while it sends
 	once sync.Once
-	err  error
+	err  *errorBox
 }
 
 // tunnelTCPConn keeps CloseWrite and CloseRead, without which goproxy drops
@@ -38,10 +40,19 @@ func (c *tunnelConn) Read(b []byte) (int, error) {
 	if n > 0 {
 		c.e.down.Add(uint64(n))
 	}
-	if err != nil && !isEOF(err) {
-		c.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
-	}
+	c.noteRead(err)
 	return n, err
+}
+
+// noteRead notes how a read from the upstream ended, if it did.
+func (c *tunnelConn) noteRead(err error) {
+	switch {
+	case err == nil:
+	case isEOF(err):
+		c.eof.CompareAndSwap(0, endStamp())
+	default:
+		c.e.bodyErr.CompareAndSwap(nil, boxErr(err))
+	}
 }
 
 func (c *tunnelConn) Write(b []byte) (int, error) {
@@ -49,15 +60,23 @@ func (c *tunnelConn) Write(b []byte) (int, error) {
 	if n > 0 {
 		c.e.up.Add(uint64(n))
 	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		c.e.bodyErr.CompareAndSwap(nil, boxErr(err))
+	}
 	return n, err
 }
 
 func (c *tunnelConn) Close() error {
 	c.once.Do(func() {
-		c.err = c.Conn.Close()
-		c.p.tunnelDone(c.e)
+		if err := c.Conn.Close(); err != nil {
+			c.err = boxErr(err)
+		}
+		c.p.tunnelDone(c)
 	})
-	return c.err
+	if c.err != nil {
+		return c.err.err
+	}
+	return nil
 }
 
 // NetConn returns the wrapped connection.
@@ -92,12 +111,13 @@ func (c *clientTCPConn) ReadFrom(r io.Reader) (int64, error) {
 				t.e.down.Add(uint64(n))
 				c.wire.Add(uint64(n))
 			})
-			if err != nil {
-				if peerFailed(dst) {
-					c.noteErr(err) // writing to the client failed: it went away
-				} else {
-					t.e.bodyErr.CompareAndSwap(nil, &errorBox{err})
-				}
+			switch {
+			case err == nil:
+				t.noteRead(io.EOF)
+			case peerFailed(dst):
+				c.noteErr(err) // writing to the client failed: it went away
+			default:
+				t.e.bodyErr.CompareAndSwap(nil, boxErr(err))
 			}
 			return n, err
 		}
@@ -116,12 +136,13 @@ func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
 				c.e.up.Add(uint64(n))
 				t.wire.Add(uint64(n))
 			})
-			if err != nil {
-				if peerFailed(dst) {
-					c.e.bodyErr.CompareAndSwap(nil, &errorBox{err}) // writing upstream failed
-				} else {
-					t.noteErr(err)
-				}
+			switch {
+			case err == nil:
+				t.noteErr(io.EOF)
+			case peerFailed(dst):
+				c.e.bodyErr.CompareAndSwap(nil, boxErr(err)) // writing upstream failed
+			default:
+				t.noteErr(err)
 			}
 			return n, err
 		}
@@ -130,13 +151,32 @@ func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // tunnelDone ends a tunnel's connection when goproxy closed its upstream side.
-func (p *Proxy) tunnelDone(e *entry) {
-	reason, err := EndCompleted, error(nil)
-	switch {
-	case e.bodyErr.Load() != nil:
-		reason, err = EndUpstreamError, e.bodyErr.Load().err
-	case e.client.failure() != nil:
-		reason, err = EndClientClosed, e.client.failure()
+// A tunnel only sees bytes, so its reason is the side that failed first. A
+// side's failure after its own clean end (EOF) does not count: a peer that
+// sent its end and then refuses a write has closed, as its end announced.
+// With no failure that counts the tunnel completed.
+func (p *Proxy) tunnelDone(c *tunnelConn) {
+	e := c.e
+	up := countedFault(e.bodyErr.Load(), c.eof.Load())
+	var client *errorBox
+	if e.client != nil {
+		client = countedFault(e.client.failed.Load(), e.client.eof.Load())
 	}
-	p.end(e, reason, err)
+	switch {
+	case up != nil && (client == nil || up.at < client.at):
+		p.end(e, EndUpstreamError, up.err)
+	case client != nil:
+		p.end(e, EndClientClosed, client.err)
+	default:
+		p.end(e, EndCompleted, nil)
+	}
+}
+
+// countedFault returns a side's failure f unless the side had ended cleanly
+// (at its endStamp eof) before it.
+func countedFault(f *errorBox, eof uint64) *errorBox {
+	if f == nil || (eof != 0 && eof < f.at) {
+		return nil
+	}
+	return f
 }

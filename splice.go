@@ -1,60 +1,42 @@
 package proxywatch
 
 import (
-	"errors"
 	"io"
 	"net"
-	"os"
-	"time"
 )
 
-// Tunnels keep the kernel's zero-copy path. goproxy copies a tunnel with
-// io.Copy between the two connections, which on Linux splices socket to
-// socket when both ends are bare *net.TCPConn. The wrappers below implement
-// io.ReaderFrom so that io.Copy still reaches splice, in bounded slices so
-// that counts stay live: a slice ends after spliceChunk bytes or after
-// spliceSlice of time, whichever comes first, and its bytes are counted then.
-const (
-	spliceChunk = 4 << 20
-	spliceSlice = 250 * time.Millisecond
-)
+// Tunnels keep the kernel's zero-copy path and are counted live at any speed.
+// goproxy copies a tunnel with io.Copy between the two connections; the
+// wrappers in tunnel.go implement io.ReaderFrom so that the copy reaches
+// spliceCopy when both ends are bare *net.TCPConn. On Linux spliceCopy moves
+// the bytes through a pipe of its own with splice(2) and counts each splice
+// into the destination as it returns, so a count follows the destination's
+// pace: a slow reader's tunnel is counted as it reads, a bulk one in slices
+// of up to a pipe's size. Elsewhere it is a buffered copy counted per write.
 
-// spliceCopy copies src to dst until EOF or an error, counting each slice.
-// A slice that moved nothing means this direction of the tunnel is idle: the
-// copy then waits for src to have bytes (waitReadable) before slicing again,
-// so that an idle tunnel costs no wake-up at all. Woken every slice, 1000
-// idle tunnels would keep a tenth of a core busy.
-func spliceCopy(dst, src *net.TCPConn, count func(int64)) (int64, error) {
-	var total int64
-	defer src.SetReadDeadline(time.Time{})
+// copyCounted copies src to dst through a pooled buffer until src's EOF or
+// an error, as spliceCopy does where there is no splice or no pipe could be
+// made.
+func copyCounted(dst, src net.Conn, count func(int64)) (n int64, readErr, writeErr error) {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
 	for {
-		_ = src.SetReadDeadline(time.Now().Add(spliceSlice))
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: spliceChunk})
-		if n > 0 {
-			total += n
-			count(n)
+		nr, err := src.Read(*buf)
+		if nr > 0 {
+			nw, werr := dst.Write((*buf)[:nr])
+			if nw > 0 {
+				n += int64(nw)
+				count(int64(nw))
+			}
+			if werr != nil {
+				return n, nil, werr
+			}
 		}
 		switch {
-		case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-			if n == 0 {
-				if err := waitReadable(src); err != nil {
-					return total, err
-				}
-			}
-			continue // the slice ended: count and go on
+		case err == io.EOF:
+			return n, nil, nil
 		case err != nil:
-			return total, err
-		case n < spliceChunk:
-			return total, nil // EOF
+			return n, err, nil
 		}
 	}
-}
-
-// peerFailed reports whether writing to c fails, after a splice into c
-// failed. A splice's error does not say which side it came from: reading the
-// source or writing c. A write of no bytes still reports a reset or closed
-// peer (on Linux, where splice is used), so it tells whose the failure was.
-func peerFailed(c *net.TCPConn) bool {
-	_, err := c.Write(nil)
-	return err != nil
 }

@@ -4,6 +4,10 @@ package proxywatch
 
 import "net"
 
-// waitReadable returns at once where there is no splice: tunnels are then
-// copied through a buffer in slices, as on Linux.
-func waitReadable(*net.TCPConn) error { return nil }
+// spliceCopy copies src to dst until src's EOF or an error, calling count
+// with the bytes of each write to dst. It returns the bytes copied and the
+// error of reading src or of writing dst (at most one is set): the copy
+// knows which side failed, where an error of io.Copy would not say.
+func spliceCopy(dst, src *net.TCPConn, count func(int64)) (n int64, readErr, writeErr error) {
+	return copyCounted(dst, src, count)
+}

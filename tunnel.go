@@ -1,6 +1,7 @@
 package proxywatch
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"net"
@@ -107,19 +108,19 @@ func (c *clientTCPConn) ReadFrom(r io.Reader) (int64, error) {
 	t, ok2 := r.(*tunnelTCPConn)
 	if ok1 && ok2 {
 		if src, ok := t.Conn.(*net.TCPConn); ok {
-			n, err := spliceCopy(dst, src, func(n int64) {
+			n, rerr, werr := spliceCopy(dst, src, func(n int64) {
 				t.e.down.Add(uint64(n))
 				c.wire.Add(uint64(n))
 			})
 			switch {
-			case err == nil:
-				t.noteRead(io.EOF)
-			case peerFailed(dst):
-				c.noteErr(err) // writing to the client failed: it went away
+			case werr != nil:
+				c.noteErr(werr) // writing to the client failed: it went away
+			case rerr != nil:
+				t.noteRead(rerr)
 			default:
-				t.e.bodyErr.CompareAndSwap(nil, boxErr(err))
+				t.noteRead(io.EOF)
 			}
-			return n, err
+			return n, cmp.Or(werr, rerr)
 		}
 	}
 	return copyPooled(writerOnly{c}, r)
@@ -132,19 +133,17 @@ func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
 	t, ok2 := r.(*clientTCPConn)
 	if ok1 && ok2 {
 		if src, ok := t.Conn.(*net.TCPConn); ok {
-			n, err := spliceCopy(dst, src, func(n int64) {
+			n, rerr, werr := spliceCopy(dst, src, func(n int64) {
 				c.e.up.Add(uint64(n))
 				t.wire.Add(uint64(n))
 			})
 			switch {
-			case err == nil:
-				t.noteErr(io.EOF)
-			case peerFailed(dst):
-				c.e.bodyErr.CompareAndSwap(nil, boxErr(err)) // writing upstream failed
+			case werr != nil:
+				c.e.bodyErr.CompareAndSwap(nil, boxErr(werr)) // writing upstream failed
 			default:
-				t.noteErr(err)
+				t.noteErr(cmp.Or(rerr, io.EOF))
 			}
-			return n, err
+			return n, cmp.Or(werr, rerr)
 		}
 	}
 	return copyPooled(writerOnly{c}, r)

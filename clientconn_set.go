@@ -111,6 +111,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	tuneSocket(c)
 	tc := &clientConn{Conn: c, p: l.p, remote: c.RemoteAddr().String()}
 	if !l.p.clients.add(tc) {
 		_ = c.Close()

@@ -183,8 +183,9 @@ func (e *entry) snapshot() ConnInfo {
 	}
 }
 
-// kill closes what the entry holds open, so that the client sees an error and
-// the upstream side is released.
+// kill closes what the entry holds open, at once: both sockets are reset
+// (resetOnClose), so that the client sees an error now, not after draining
+// what its kernel had queued, and the upstream side is released with it.
 // upstream is e.upstream as read under the registry lock: a tunnel's dial
 // sets it concurrently (and closes it itself when it finds e ended).
 func (e *entry) kill(upstream *tunnelConn) {
@@ -192,9 +193,11 @@ func (e *entry) kill(upstream *tunnelConn) {
 		e.cancel()
 	}
 	if upstream != nil {
+		resetOnClose(upstream.Conn)
 		_ = upstream.Close()
 	}
 	if e.client != nil {
+		resetOnClose(e.client.Conn)
 		_ = e.client.Close()
 	}
 }

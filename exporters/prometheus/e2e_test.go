@@ -140,6 +140,19 @@ proxywatch_live_connections{protocol="WebSocket-MITM"} 0
 	// goproxy writes did not come from the upstream); take it from History.
 	errConn := proxytest.FailedConn(t, p, dead)
 	errUp, errDown := errConn.Up, errConn.Down
+	// The Collector hears of connections on its observer's goroutine, after
+	// the Proxy ended them: wait until it has the failed request, the last
+	// one, and so every one before it.
+	proxytest.WaitFor(t, "the Collector to hear of the failed request", func() bool {
+		for _, m := range scrape(t, metrics)["proxywatch_host_live_connections"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "host" && l.GetValue() == dead {
+					return true
+				}
+			}
+		}
+		return false
+	})
 
 	// Phase 2: a tunnel to the echo server, scraped while it is open.
 	tun := proxytest.Connect(t, pu, echo.Addr().String())

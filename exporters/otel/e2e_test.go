@@ -65,6 +65,18 @@ func TestCollectAfterRealTraffic(t *testing.T) {
 	// History.
 	errConn := proxytest.FailedConn(t, p, dead)
 	errUp, errDown := int64(errConn.Up), int64(errConn.Down)
+	// The observer hears of connections on its own goroutine, after the
+	// Proxy ended them: wait until it has the failed request, the last one,
+	// and so every one before it.
+	proxytest.WaitFor(t, "the observer to hear of the failed request", func() bool {
+		g, _ := collect(t, reader)["proxywatch.host.live_connections"].Data.(metricdata.Sum[int64])
+		for _, dp := range g.DataPoints {
+			if v, ok := dp.Attributes.Value("host"); ok && v.AsString() == dead {
+				return true
+			}
+		}
+		return false
+	})
 
 	// Phase 2: a tunnel to the echo server, collected while it is open.
 	tun := proxytest.Connect(t, pu, echoHost)

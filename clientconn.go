@@ -177,7 +177,9 @@ func (c *clientConn) account(n int, err error) {
 
 func (c *clientConn) noteErr(err error) {
 	if isEOF(err) {
-		c.eof.CompareAndSwap(0, endStamp())
+		if c.eof.Load() == 0 { // reads after the end say EOF again: stamp once
+			c.eof.CompareAndSwap(0, endStamp())
+		}
 		return
 	}
 	if errors.Is(err, net.ErrClosed) {

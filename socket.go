@@ -8,10 +8,10 @@ import "net"
 // grows with the path), which the proxy would count as sent long before the
 // reader has them, and which every slow reader holds in kernel memory. With
 // it a write waits until the unsent part drains below half the limit, so
-// counts follow the reader's pace, in steps of at most 16 KiB, and lead it
-// by at most the limit plus what is in flight. A fast path is not held back:
-// the limit is only on what the network has not taken yet (Cloudflare runs
-// its servers at 16 KiB).
+// counts follow the reader's pace and lead it by at most the limit plus what
+// is in flight. The limit is only on what the network has not taken yet
+// (Cloudflare runs its servers at 16 KiB); on loopback, where a bulk reader
+// is CPU-bound, it costs MITM bulk throughput (BENCHMARKS.md).
 const unsentLimit = 32 << 10
 
 // tuneSocket sets the proxy's options on a TCP connection it accepted or

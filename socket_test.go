@@ -142,17 +142,40 @@ func (env *slowEnv) start(t *testing.T, ctx context.Context) (proxywatch.ConnID,
 			}
 		}
 	}()
+	return movingConn(t, env.p, "the download's connection", connDown), &body, done
+}
+
+// connDown and connUp are the counts watchLead follows.
+func connDown(c proxywatch.ConnInfo) uint64 { return c.Down }
+func connUp(c proxywatch.ConnInfo) uint64   { return c.Up }
+
+// movingConn waits until a connection of p has a count above zero, and
+// returns its id: the tests here give each proxy one connection.
+func movingConn(t *testing.T, p *proxywatch.Proxy, what string, count func(proxywatch.ConnInfo) uint64) proxywatch.ConnID {
+	t.Helper()
 	var id proxywatch.ConnID
-	waitFor(t, "the download's connection", func() bool {
-		for _, c := range env.p.Connections() {
-			if c.Down > 0 { // the one connection of env's proxy
+	waitFor(t, what, func() bool {
+		for _, c := range p.Connections() {
+			if count(c) > 0 {
 				id = c.ID
 				return true
 			}
 		}
 		return false
 	})
-	return id, &body, done
+	return id
+}
+
+// liveCount returns a reader of live connection id's count, which fails the
+// test once the connection has ended.
+func liveCount(t *testing.T, p *proxywatch.Proxy, id proxywatch.ConnID, count func(proxywatch.ConnInfo) uint64) func() int64 {
+	return func() int64 {
+		ci, ok := p.Connection(id)
+		if !ok {
+			t.Fatalf("connection %d ended", id)
+		}
+		return int64(count(ci))
+	}
 }
 
 // readerBuffer is the receive buffer of a slow reader in the tests of its
@@ -175,13 +198,7 @@ func TestSlowReaderCountedAsItReads(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			id, body, _ := env.start(t, ctx)
-			watchLead(t, func() int64 {
-				ci, ok := env.p.Connection(id)
-				if !ok {
-					t.Fatal("the download's connection ended")
-				}
-				return int64(ci.Down)
-			}, body.Load)
+			watchLead(t, liveCount(t, env.p, id, connDown), body.Load)
 		})
 	}
 }
@@ -229,23 +246,8 @@ func TestSlowUpstreamReaderCountedAsItReads(t *testing.T) {
 					resp.Body.Close()
 				}
 			}()
-			var id proxywatch.ConnID
-			waitFor(t, "the upload's connection", func() bool {
-				for _, c := range p.Connections() {
-					if c.Up > 0 {
-						id = c.ID
-						return true
-					}
-				}
-				return false
-			})
-			watchLead(t, func() int64 {
-				ci, ok := p.Connection(id)
-				if !ok {
-					t.Fatal("the upload's connection ended")
-				}
-				return int64(ci.Up)
-			}, read.Load)
+			id := movingConn(t, p, "the upload's connection", connUp)
+			watchLead(t, liveCount(t, p, id, connUp), read.Load)
 		})
 	}
 }

@@ -50,7 +50,9 @@ func (c *tunnelConn) noteRead(err error) {
 	switch {
 	case err == nil:
 	case isEOF(err):
-		c.eof.CompareAndSwap(0, endStamp())
+		if c.eof.Load() == 0 { // reads after the end say EOF again: stamp once
+			c.eof.CompareAndSwap(0, endStamp())
+		}
 	default:
 		c.e.bodyErr.CompareAndSwap(nil, boxErr(err))
 	}
@@ -112,13 +114,10 @@ func (c *clientTCPConn) ReadFrom(r io.Reader) (int64, error) {
 				t.e.down.Add(uint64(n))
 				c.wire.Add(uint64(n))
 			})
-			switch {
-			case werr != nil:
+			if werr != nil {
 				c.noteErr(werr) // writing to the client failed: it went away
-			case rerr != nil:
-				t.noteRead(rerr)
-			default:
-				t.noteRead(io.EOF)
+			} else {
+				t.noteRead(cmp.Or(rerr, io.EOF))
 			}
 			return n, cmp.Or(werr, rerr)
 		}
@@ -137,10 +136,9 @@ func (c *tunnelTCPConn) ReadFrom(r io.Reader) (int64, error) {
 				c.e.up.Add(uint64(n))
 				t.wire.Add(uint64(n))
 			})
-			switch {
-			case werr != nil:
+			if werr != nil {
 				c.e.bodyErr.CompareAndSwap(nil, boxErr(werr)) // writing upstream failed
-			default:
+			} else {
 				t.noteErr(cmp.Or(rerr, io.EOF))
 			}
 			return n, cmp.Or(werr, rerr)

@@ -40,6 +40,7 @@ type clientConn struct {
 	connectID atomic.Int64
 	connectAt int64
 
+	pace     atomic.Int64              // the last pace look (monoNanos) << 1, | 1 while the unsent limit is lifted
 	ahead    atomic.Pointer[readAhead] // MITM requests only: notices the client leaving
 	deadline atomic.Int64              // the owner's read deadline (deadlineNanos), restored after a read ahead
 
@@ -160,8 +161,53 @@ func (c *clientConn) Write(b []byte) (int, error) {
 // writeWire writes b straight to the client connection, past any hold.
 func (c *clientConn) writeWire(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	c.account(n, err)
+	if n > 0 {
+		if w := c.wire.Add(uint64(n)); (w-uint64(n))/paceStep != w/paceStep {
+			c.lookAtPace()
+		}
+	}
+	if err != nil {
+		c.noteErr(err)
+	}
 	return n, err
+}
+
+// paceStep is how many bytes the connection moves between two looks at its
+// pace. A client counts as fast when a step takes at most fastStep (20
+// MiB/s) and as slow again when one takes more than slowStep (5 MiB/s): a
+// fast reader that the machine's load delays for a moment keeps its lift.
+const (
+	paceStep = 1 << 20
+	fastStep = int64(50 * time.Millisecond)
+	slowStep = int64(200 * time.Millisecond)
+)
+
+// lookAtPace lifts the socket's unsent limit (socket.go) while the client
+// takes its bytes fast, and sets it again when it slows down. The limit
+// keeps a slow reader's count close to what it read; a fast reader gains
+// nothing from it (a lead of a few MiB is milliseconds of its transfer) and
+// would pay a wake-up of the writer for every few records it takes. It runs
+// once per paceStep written, so a transfer pays one clock read per MiB.
+func (c *clientConn) lookAtPace() {
+	now := monoNanos(time.Now())
+	last := c.pace.Load()
+	lifted := last&1 == 1
+	fast := lifted
+	switch step := now - last>>1; {
+	case last == 0:
+	case step <= fastStep:
+		fast = true
+	case step > slowStep:
+		fast = false
+	}
+	next := now << 1
+	if fast {
+		next |= 1
+	}
+	c.pace.Store(next)
+	if fast != lifted {
+		tuneUnsent(c.Conn, fast)
+	}
 }
 
 // account counts n bytes moved on the client's wire and notes err, for

@@ -74,8 +74,13 @@
 // (TCP_NOTSENT_LOWAT, Linux): a count then leads what a reader's program has
 // read by that, plus a 32 KiB copy buffer, plus what the reader's own kernel
 // has received (its receive buffer): about 200 KiB for a reader of 50 KB/s
-// with a 64 KiB buffer. Where TCP_NOTSENT_LOWAT is not set (other systems)
-// a count may lead by the socket's whole send buffer.
+// with a 64 KiB buffer. A client that takes its bytes fast (1 MiB within
+// 50 ms, looked at once per MiB) has the limit lifted, where a lead of a few
+// MiB is milliseconds of its transfer and the limit would only cost wake-ups;
+// it is set again at the first MiB that takes more than 200 ms. A fast reader that
+// turns slow may therefore see its count lead by its socket's send buffer
+// until it has drained it. Where TCP_NOTSENT_LOWAT is not set (other
+// systems) a count may lead by the socket's whole send buffer.
 //
 // # Closing
 //

@@ -11,8 +11,21 @@ import "net"
 // counts follow the reader's pace and lead it by at most the limit plus what
 // is in flight. The limit is only on what the network has not taken yet
 // (Cloudflare runs its servers at 16 KiB); on loopback, where a bulk reader
-// is CPU-bound, it costs MITM bulk throughput (BENCHMARKS.md).
+// is CPU-bound, it would cost bulk throughput (BENCHMARKS.md): a client that
+// proves fast has its limit lifted (lookAtPace).
 const unsentLimit = 32 << 10
+
+// tuneUnsent lifts c's unsent limit (the system's default applies) or sets
+// it again, where c is TCP. A client connection's pace decides (lookAtPace).
+func tuneUnsent(c net.Conn, lift bool) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		if lift {
+			limitUnsent(tc, 0)
+		} else {
+			limitUnsent(tc, unsentLimit)
+		}
+	}
+}
 
 // tuneSocket sets the proxy's options on a TCP connection it accepted or
 // dialed; other connections are left alone. Failing options leave the

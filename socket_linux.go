@@ -9,7 +9,8 @@ import (
 // does not name.
 const tcpNotsentLowat = 25
 
-// limitUnsent sets c's TCP_NOTSENT_LOWAT to n bytes.
+// limitUnsent sets c's TCP_NOTSENT_LOWAT to n bytes; 0 means the
+// system's default (net.ipv4.tcp_notsent_lowat, unlimited unless set).
 func limitUnsent(c *net.TCPConn, n int) {
 	rc, err := c.SyscallConn()
 	if err != nil {

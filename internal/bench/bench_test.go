@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -24,19 +26,22 @@ func TestMain(m *testing.M) {
 
 // The whole suite, in miniature, against real children: every scenario moves
 // data through every proxy without an error, each proxy's CPU is measured,
-// the idle tunnels grow its memory, and the report has a row for each. (The
+// the idle tunnels grow its memory, the slow clients read at their pace, and
+// the report has a row for each. (The
 // bare kind is left out here: its MITM generates an RSA key per handshake,
 // which takes minutes under the race detector; TestBareChild covers it.)
 func TestSuiteInMiniature(t *testing.T) {
 	o := options{
-		reps:       1,
-		duration:   200 * time.Millisecond,
-		warmup:     300 * time.Millisecond,
-		proxies:    "direct,tuned,pw",
-		hubClients: 3,
-		hubTopics:  watchTopics,
-		idleConns:  20,
-		maxWorkers: 4, // 50 TLS handshakes at once take seconds under the race detector
+		reps:        1,
+		duration:    200 * time.Millisecond,
+		warmup:      300 * time.Millisecond,
+		proxies:     "direct,tuned,pw",
+		hubClients:  3,
+		hubTopics:   watchTopics,
+		idleConns:   20,
+		slowClients: 8,
+		slowSettle:  500 * time.Millisecond,
+		maxWorkers:  4, // 50 TLS handshakes at once take seconds under the race detector
 	}
 	var log strings.Builder
 	res, err := run(o, &log)
@@ -74,11 +79,97 @@ func TestSuiteInMiniature(t *testing.T) {
 			t.Errorf("%s: memory per idle tunnel %v, want one measurement with stacks > 0", name, m)
 		}
 	}
+	for _, name := range []string{kindTuned, kindPW} {
+		ss := res.slow[name]
+		if len(ss) != 1 {
+			t.Errorf("%s: %d slow-clients runs, want 1", name, len(ss))
+			continue
+		}
+		if s := ss[0]; s.rss <= 0 || s.readRate <= 0 || s.toClients <= 0 || s.errs != 0 {
+			t.Errorf("%s: slow clients %+v, want RSS, bytes read and queued, no errors", name, s)
+		}
+	}
+	if _, ok := res.slow["direct"]; ok {
+		t.Error("slow clients measured without a proxy")
+	}
 	rep := res.report()
-	for _, want := range []string{"| http-small | pw |", "| ws-echo | tuned |", "| mitm-bulk | direct |", "pw ≥ 0.97× tuned", "hub clients"} {
+	for _, want := range []string{"| http-small | pw |", "| ws-echo | tuned |", "| mitm-bulk | direct |", "pw ≥ 0.97× tuned", "hub clients",
+		"8 slow clients reading 10 KB/s each: proxy RSS and kernel TCP memory"} {
 		if !strings.Contains(rep, want) {
 			t.Errorf("report lacks %q:\n%s", want, rep)
 		}
+	}
+	for _, name := range []string{kindTuned, kindPW} {
+		row := regexp.MustCompile(`\| ` + name + ` \| \d+ MiB \| -?\d+ MiB \| -?\d+ MiB \| -?\d+ KiB \| \d+ / \d+ KiB \| \d+\.\d KB/s \| 0 \|`)
+		if !row.MatchString(rep) {
+			t.Errorf("report has no slow-clients row for %s:\n%s", name, rep)
+		}
+	}
+}
+
+// The slow-clients scenario leaves nothing behind: every client's goroutine
+// and connection, the upstream's and the proxy's, are gone when it returns.
+func TestSlowClientsLeaveNothing(t *testing.T) {
+	up, err := startUpstreams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := startChild(exe, kindPW, childConfig{MITMHost: up.mitm, UpstreamCA: up.certPEM, CADir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.stop()
+	tg := &target{name: kindPW, child: c, proxy: &url.URL{Scheme: "http", Host: c.hello.Proxy}}
+	e := &env{up: up}
+
+	goroutines := runtime.NumGoroutine()
+	childBefore, err := c.stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := slowClients(e, tg, 20, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.readRate <= 0 || s.errs != 0 {
+		t.Errorf("slow clients %+v, want bytes read and no errors", s)
+	}
+	if n := up.slowSrv.open.Load(); n != 0 {
+		t.Errorf("the upstream has %d connections open", n)
+	}
+	socks, err := readTCPSockets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyPort, _ := portOf(c.hello.Proxy)
+	upPort, _ := portOf(up.slow)
+	if p, u := countSockets(socks, proxyPort, upPort); p != 0 || u != 0 {
+		t.Errorf("%d sockets of connections to the proxy and %d to the upstream are open", p, u)
+	}
+	// Goroutines end a moment after their connections close.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := c.stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := runtime.NumGoroutine()
+		if n <= goroutines && st.Goroutines <= childBefore.Goroutines {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines: %d here (%d before), %d in the child (%d before)", n, goroutines, st.Goroutines, childBefore.Goroutines)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	if err := ensureFiles(tg, 1<<28); err == nil || !strings.Contains(err.Error(), "open files") {
+		t.Errorf("ensureFiles for 2^28 clients: %v, want an error about open files", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -210,6 +211,7 @@ func (s *certStore) Fetch(host string, gen func() (*tls.Certificate, error)) (*t
 //	stop-profile       stop it
 //	sample-all-allocs  record every allocation from now on in heap profiles
 //	heap-profile PATH  write a heap profile (after a GC) to PATH
+//	free-memory        collect garbage and return what it can to the system
 //
 // Each answer is one JSON line ("{}" for the profile commands, or
 // {"Error": ...}).
@@ -251,6 +253,9 @@ func serveCommands(in io.Reader, out io.Writer) {
 				_ = enc.Encode(map[string]string{"Error": err.Error()})
 				continue
 			}
+			_ = enc.Encode(struct{}{})
+		case "free-memory":
+			debug.FreeOSMemory()
 			_ = enc.Encode(struct{}{})
 		case "stop-profile":
 			if prof != nil {

@@ -21,10 +21,13 @@
 // from its own process (getrusage in the child, before and after each
 // measured window), and its peak RSS from the kernel (VmHWM, reset before
 // each window), so neither includes the load generators or the upstreams.
+// Two scenarios measure memory instead: idle-conns, the heap and stacks per
+// idle CONNECT tunnel, and slow-clients, the proxy's RSS and the kernel's
+// TCP memory while a thousand clients read endless downloads at 10 KB/s.
 //
 // Usage:
 //
-//	go run ./internal/bench [-quick] [-reps 5] [-duration 2s] [-scenarios a,b] [-proxies a,b] [-profile dir] [-o file]
+//	go run ./internal/bench [-quick] [-reps 5] [-duration 2s] [-scenarios a,b] [-proxies a,b] [-slow-clients 1000] [-profile dir] [-o file]
 package main
 
 import (
@@ -44,19 +47,21 @@ import (
 
 // options are the command's flags.
 type options struct {
-	quick      bool
-	reps       int
-	duration   time.Duration
-	warmup     time.Duration
-	scenarios  string
-	proxies    string
-	peersDir   string
-	profileDir string
-	hubClients int
-	hubTopics  string
-	maxWorkers int // caps every scenario's concurrency (0: no cap); for tests
-	idleConns  int
-	out        string
+	quick       bool
+	reps        int
+	duration    time.Duration
+	warmup      time.Duration
+	scenarios   string
+	proxies     string
+	peersDir    string
+	profileDir  string
+	hubClients  int
+	hubTopics   string
+	maxWorkers  int // caps every scenario's concurrency (0: no cap); for tests
+	idleConns   int
+	slowClients int
+	slowSettle  time.Duration // how long the slow clients read before their memory is read
+	out         string
 }
 
 func main() {
@@ -64,7 +69,7 @@ func main() {
 		return
 	}
 	var o options
-	flag.BoolVar(&o.quick, "quick", false, "short run: 3 repetitions of 500 ms windows, 300 idle connections")
+	flag.BoolVar(&o.quick, "quick", false, "short run: 3 repetitions of 500 ms windows, 300 idle connections, 300 slow clients for 3 s")
 	flag.IntVar(&o.reps, "reps", 5, "repetitions of every scenario and proxy (median reported; at least 3)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "measured window of each run")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured warm-up before each window")
@@ -75,6 +80,7 @@ func main() {
 	flag.IntVar(&o.hubClients, "hub-clients", 20, "WebSocket clients subscribed to proxywatch's hub")
 	flag.StringVar(&o.hubTopics, "hub-topics", watchTopics, "comma-separated topics the hub clients subscribe to")
 	flag.IntVar(&o.idleConns, "idle-conns", 1000, "idle tunnels opened to measure memory per live connection")
+	flag.IntVar(&o.slowClients, "slow-clients", 1000, "clients of the slow-clients scenario, each reading an endless download at 10 KB/s (0 skips it)")
 	flag.StringVar(&o.out, "o", "", "also write the report (Markdown) to this file")
 	list := flag.Bool("list", false, "list the scenarios and exit")
 	flag.Parse()
@@ -83,10 +89,16 @@ func main() {
 			fmt.Printf("%-16s %s\n", sc.name, sc.what)
 		}
 		fmt.Printf("%-16s %s\n", memScenario, memWhat)
+		fmt.Printf("%-16s %s\n", slowScenario, slowWhat)
 		return
 	}
+	o.slowSettle = 5 * time.Second
 	if o.quick {
 		o.reps, o.duration, o.warmup, o.idleConns = 3, 500*time.Millisecond, 200*time.Millisecond, 300
+		if !flagSet("slow-clients") {
+			o.slowClients = 300
+		}
+		o.slowSettle = 3 * time.Second
 	}
 	if o.reps < 3 {
 		o.reps = 3
@@ -197,7 +209,7 @@ func run(o options, logw io.Writer) (*results, error) {
 		}
 	}
 
-	res := &results{opts: o, targets: targets, samples: map[string]map[string][]sample{}, mem: map[string][][3]float64{}}
+	res := &results{opts: o, targets: targets, samples: map[string]map[string][]sample{}, mem: map[string][][3]float64{}, slow: map[string][]slowSample{}}
 	e := &env{up: up}
 	for _, sc := range scenarios() {
 		if !want(o.scenarios, sc.name) {
@@ -244,11 +256,38 @@ func run(o options, logw io.Writer) (*results, error) {
 			}
 		}
 	}
+	if want(o.scenarios, slowScenario) && o.slowClients > 0 {
+		for r := range o.reps {
+			for i := range targets {
+				t := targets[(i+r)%len(targets)]
+				if t.child == nil {
+					continue
+				}
+				s, err := slowClients(e, t, o.slowClients, o.slowSettle)
+				if err != nil {
+					return nil, fmt.Errorf("%s via %s: %v", slowScenario, t.name, err)
+				}
+				res.slow[t.name] = append(res.slow[t.name], s)
+				logf("%-16s %-13s rep %d: RSS %.0f MiB (+%.0f), kernel TCP memory +%.0f MiB; per client: read %.1f KB/s, queued %.0f KiB to it and %.0f KiB from the upstream in the proxy's sockets, %.0f KiB in its own, %.0f KiB in the upstream's; %d errors",
+					slowScenario, t.name, r+1, mib(s.rss), mib(s.rssGrowth), mib(s.tcpMem),
+					s.readRate/1e3, perClientKiB(s.toClients, o.slowClients), perClientKiB(s.fromUpstream, o.slowClients),
+					perClientKiB(s.inClients, o.slowClients), perClientKiB(s.inUpstream, o.slowClients), s.errs)
+				settle(targets)
+			}
+		}
+	}
 	if watchers != nil {
 		res.hubNote = watchers.summary()
 	}
 	res.notes = notes
 	return res, nil
+}
+
+// flagSet reports whether the named flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // settle waits until every proxy has been nearly idle (under 5% of a core)

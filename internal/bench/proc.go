@@ -140,13 +140,17 @@ func (c *child) resetPeakRSS() {
 
 // peakRSS returns the child's peak resident set size in bytes (VmHWM), or
 // 0 where /proc does not tell.
-func (c *child) peakRSS() uint64 {
+func (c *child) peakRSS() uint64 { return c.status("VmHWM") }
+
+// status returns a size field of the child's /proc/<pid>/status, such as
+// VmRSS, in bytes, or 0 where /proc does not tell.
+func (c *child) status(field string) uint64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			return kb << 10
 		}

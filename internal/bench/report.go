@@ -15,6 +15,7 @@ type results struct {
 	scenarios []scenario
 	samples   map[string]map[string][]sample // scenario -> target -> one per repetition
 	mem       map[string][][3]float64        // target -> heap and stack bytes per idle tunnel and idle CPU (cores), one per repetition
+	slow      map[string][]slowSample        // target -> one per repetition
 	hubNote   string
 	notes     []string
 }
@@ -148,6 +149,28 @@ func (r *results) memPer(target string) (heap, stack float64) {
 	return median(hs), median(ss)
 }
 
+// slowFigures are the medians of a target's slow-clients runs, field by
+// field.
+type slowFigures struct {
+	rss, rssGrowth, tcpMem, toClients, fromUpstream, readRate float64
+}
+
+func (r *results) slowMedians(target string) slowFigures {
+	var f [6][]float64
+	for _, s := range r.slow[target] {
+		for i, v := range []float64{float64(s.rss), float64(s.rssGrowth), float64(s.tcpMem), float64(s.toClients), float64(s.fromUpstream), s.readRate} {
+			f[i] = append(f[i], v)
+		}
+	}
+	return slowFigures{median(f[0]), median(f[1]), median(f[2]), median(f[3]), median(f[4]), median(f[5])}
+}
+
+// mib is n bytes in MiB.
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// perClientKiB is n bytes over clients, in KiB.
+func perClientKiB(n int64, clients int) float64 { return float64(n) / float64(clients) / 1024 }
+
 func (r *results) ratio(scenario, a, b string) string {
 	return formatRatio(pairedRatio(r.samples[scenario][a], r.samples[scenario][b]))
 }
@@ -167,8 +190,10 @@ func (r *results) report() string {
 		}
 	}
 
-	b.WriteString("| scenario | proxy | throughput | spread | p50 | p99 | × direct | × bare | × tuned | proxy CPU | peak RSS | errors |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	if len(r.scenarios) > 0 {
+		b.WriteString("| scenario | proxy | throughput | spread | p50 | p99 | × direct | × bare | × tuned | proxy CPU | peak RSS | errors |\n")
+		b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	}
 	for _, sc := range r.scenarios {
 		for _, t := range r.targets {
 			s := sum[sc.name][t.name]
@@ -202,6 +227,33 @@ func (r *results) report() string {
 				}
 				fmt.Fprintf(&b, "| %s | %.2f KiB | %.2f KiB | %.2f KiB | %.1f%% of a core |\n", t.name, h/1024, st/1024, (h+st)/1024, 100*median(idle))
 			}
+		}
+	}
+
+	if len(r.slow) > 0 {
+		fmt.Fprintf(&b, "\n%d slow clients reading 10 KB/s each: proxy RSS and kernel TCP memory, after %v (kernel: growth of /proc/net/sockstat's TCP memory, every socket of the run; queued: bytes in the proxy's sockets, from /proc/net/tcp):\n\n", o.slowClients, o.slowSettle)
+		b.WriteString("| proxy | proxy RSS | RSS growth | kernel TCP memory | per client | queued per client, to it / from upstream | read per client | errors |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+		pressure := false
+		for _, t := range r.targets {
+			ss, ok := r.slow[t.name]
+			if !ok {
+				continue
+			}
+			m := r.slowMedians(t.name)
+			errs := "0"
+			for _, s := range ss {
+				pressure = pressure || s.pressure
+				if s.errs > 0 && errs == "0" {
+					errs = fmt.Sprintf("%d: %v", s.errs, oneLine(s.firstErr))
+				}
+			}
+			n := float64(o.slowClients)
+			fmt.Fprintf(&b, "| %s | %.0f MiB | %.0f MiB | %.0f MiB | %.0f KiB | %.0f / %.0f KiB | %.1f KB/s | %s |\n",
+				t.name, mib(int64(m.rss)), mib(int64(m.rssGrowth)), mib(int64(m.tcpMem)), m.tcpMem/n/1024,
+				m.toClients/n/1024, m.fromUpstream/n/1024, m.readRate/1e3, errs)
+		}
+		if pressure {
+			b.WriteString("\nThe kernel's TCP memory reached its pressure threshold (net.ipv4.tcp_mem) in some of these runs: it shrank buffers, and its figure is a bound rather than what the proxy would have made it hold.\n")
 		}
 	}
 
@@ -241,6 +293,17 @@ func (r *results) report() string {
 				met = "**no**"
 			}
 			fmt.Fprintf(&b, "| memory per tracked live connection beyond goproxy's (pw − tuned) < 1 KiB | %.0f B | %s | |\n", extra, met)
+		}
+	}
+	if _, ok := r.slow[kindPW]; ok {
+		if _, ok := r.slow[kindBare]; ok {
+			pw, bare := r.slowMedians(kindPW), r.slowMedians(kindBare)
+			met := "yes"
+			if pw.tcpMem >= bare.tcpMem || pw.rss >= bare.rss {
+				met = "**no**"
+			}
+			fmt.Fprintf(&b, "| %s: pw's kernel TCP memory and RSS below bare's | %.0f vs %.0f MiB kernel, %.1f vs %.1f MiB RSS (growth %.1f vs %.1f) | %s | |\n",
+				slowScenario, mib(int64(pw.tcpMem)), mib(int64(bare.tcpMem)), mib(int64(pw.rss)), mib(int64(bare.rss)), mib(int64(pw.rssGrowth)), mib(int64(bare.rssGrowth)), met)
 		}
 	}
 	if r.hubNote != "" {

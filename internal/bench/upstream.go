@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -22,12 +24,21 @@ import (
 // upstreams are the servers every scenario talks to, directly or through a
 // proxy: one plain-HTTP server (which also echoes WebSockets), two HTTPS
 // servers with the same handlers (one whose CONNECTs the proxies pass through,
-// one they decrypt), and a TCP server that holds connections open.
+// one they decrypt), a plain-HTTP server with the same handlers whose sockets
+// hold little unsent, and a TCP server that holds connections open.
 type upstreams struct {
-	plain   string // host:port
-	tunnel  string // host:port of the HTTPS server reached through tunnels
-	mitm    string // host:port of the HTTPS server whose CONNECTs are decrypted
-	hold    string // host:port of the TCP server that holds connections
+	plain  string // host:port
+	tunnel string // host:port of the HTTPS server reached through tunnels
+	mitm   string // host:port of the HTTPS server whose CONNECTs are decrypted
+	hold   string // host:port of the TCP server that holds connections
+	// slow is the host:port of the plain-HTTP server for the slow-clients
+	// scenario. Its sockets hold at most slowUpstreamUnsent bytes unsent: a
+	// real upstream's buffers are on another machine, while here each slow
+	// download would otherwise hold about 4 MiB of this machine's kernel
+	// memory whatever the proxy, past the kernel's limit (net.ipv4.tcp_mem)
+	// for a thousand of them.
+	slow    string
+	slowSrv *slowListener
 	certPEM []byte
 	roots   *x509.CertPool // trusts the HTTPS servers
 
@@ -98,10 +109,14 @@ func startUpstreams() (*upstreams, error) {
 	u.roots = x509.NewCertPool()
 	u.roots.AppendCertsFromPEM(certPEM)
 
-	serve := func(useTLS bool) (string, error) {
+	serve := func(useTLS bool, wrap func(net.Listener) net.Listener) (string, error) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return "", err
+		}
+		addr := l.Addr().String()
+		if wrap != nil {
+			l = wrap(l)
 		}
 		// Clients cut off at the end of a window make handshake errors
 		// that say nothing about the proxies: not logged.
@@ -112,15 +127,22 @@ func startUpstreams() (*upstreams, error) {
 		}
 		u.closers = append(u.closers, srv)
 		go srv.Serve(l)
-		return l.Addr().String(), nil
+		return addr, nil
 	}
-	if u.plain, err = serve(false); err != nil {
+	if u.plain, err = serve(false, nil); err != nil {
 		return nil, err
 	}
-	if u.tunnel, err = serve(true); err != nil {
+	if u.tunnel, err = serve(true, nil); err != nil {
 		return nil, err
 	}
-	if u.mitm, err = serve(true); err != nil {
+	if u.mitm, err = serve(true, nil); err != nil {
+		return nil, err
+	}
+	u.slow, err = serve(false, func(l net.Listener) net.Listener {
+		u.slowSrv = &slowListener{Listener: l}
+		return u.slowSrv
+	})
+	if err != nil {
 		return nil, err
 	}
 	// The decrypted upstream is reached by name, so that clients send SNI:
@@ -178,4 +200,41 @@ func selfSigned() (tls.Certificate, []byte, error) {
 		return tls.Certificate{}, nil, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certPEM(der), nil
+}
+
+// slowUpstreamUnsent is what a socket of the slow upstream may hold unsent:
+// 32 KiB, as proxywatch's own sockets.
+const slowUpstreamUnsent = 32 << 10
+
+// slowListener is the slow upstream's listener: it limits what each accepted
+// socket holds unsent, and counts the connections not yet closed, so that a
+// scenario can wait until the server is done with them.
+type slowListener struct {
+	net.Listener
+	open atomic.Int64
+}
+
+func (l *slowListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		limitUnsent(tc, slowUpstreamUnsent)
+	}
+	l.open.Add(1)
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+// countedConn takes itself off its listener's count when it is first closed.
+type countedConn struct {
+	net.Conn
+	l    *slowListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return err
 }

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -153,6 +154,9 @@ func serveCommands(in io.Reader, out io.Writer) {
 				_ = enc.Encode(map[string]string{"Error": err.Error()})
 				continue
 			}
+			_ = enc.Encode(struct{}{})
+		case "free-memory":
+			debug.FreeOSMemory()
 			_ = enc.Encode(struct{}{})
 		case "stop-profile":
 			if prof != nil {
